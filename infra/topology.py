@@ -1,0 +1,253 @@
+"""The network topology of a billkit environment: pure data and pure functions.
+
+One model, used three ways: the Pulumi program derives security groups and NACLs from it,
+the local lab derives its nftables forward rules from it, and the segmentation test derives
+its must-connect / must-be-refused matrix from it. Nothing else in the kit lists ports.
+
+No Pulumi import here: this module is imported by the lab, the tests and the CLI.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Literal
+
+Protocol = Literal["tcp", "udp"]
+Realm = Literal["aws", "lab"]
+BOTH: frozenset[Realm] = frozenset({"aws", "lab"})
+LAB_ONLY: frozenset[Realm] = frozenset({"lab"})
+
+
+@dataclass(frozen=True)
+class Tier:
+    """A network tier: one subnet per AZ in AWS, one bridge in the lab."""
+
+    name: str
+    purpose: str
+    lab_cidr: str
+    # Index of this tier's block inside the VPC (see aws_subnets).
+    aws_index: int
+    # public: subnets routed to an internet gateway (edge only).
+    public: bool = False
+    # egress: outbound internet through NAT (app only); data and management have none.
+    egress: bool = False
+
+
+@dataclass(frozen=True)
+class Role:
+    """A host role; in the lab each role has one or more nspawn hosts."""
+
+    name: str
+    tier: str
+    purpose: str
+    lab_hosts: tuple[str, ...]
+    # What realises the role in AWS (a managed service has no host to configure).
+    aws_realised_by: str
+
+
+@dataclass(frozen=True)
+class Flow:
+    """One allowed flow. Everything not listed is refused (and logged)."""
+
+    src: str  # a role name, or a pseudo-endpoint: internet, operator, gateway
+    dst: str
+    port: int
+    protocol: Protocol
+    purpose: str
+    controls: tuple[str, ...]
+    realms: frozenset[Realm] = BOTH
+
+
+# Pseudo-endpoints: not hosts of the topology, but ends of flows.
+INTERNET = "internet"  # untrusted users; in the lab, the machine's published port
+OPERATOR = "operator"  # administrators; in the lab, the machine itself (the controller)
+GATEWAY = "gateway"  # the lab's router, which runs the apt caching proxy
+PSEUDO_ENDPOINTS = (INTERNET, OPERATOR, GATEWAY)
+
+TIERS: tuple[Tier, ...] = (
+    Tier("edge", "TLS termination and the web application firewall", "10.77.10.0/24", 0, public=True),
+    Tier("app", "the billing application", "10.77.20.0/24", 1, egress=True),
+    Tier("data", "key management and the database (the CDE core)", "10.77.30.0/24", 2),
+    Tier("management", "backups and operations", "10.77.40.0/24", 3),
+)
+
+ROLES: tuple[Role, ...] = (
+    Role("waf", "edge", "nginx + ModSecurity CRS in front of the app", ("edge-1",), "ALB + WAFv2 web ACL"),
+    Role("app", "app", "the billing app", ("app-1", "app-2"), "EC2 instances"),
+    Role("vault", "data", "OpenBao cluster (raft)", ("vault-1", "vault-2", "vault-3"), "EC2 instances"),
+    Role("db", "data", "PostgreSQL 15", ("db-1",), "RDS PostgreSQL"),
+    Role("backup", "management", "S3-compatible backup store", ("backup-1",), "AWS Backup + S3"),
+)
+
+# Ports, once.
+HTTPS = 443
+HTTP = 80
+APP_PORT = 8443
+VAULT_API = 8200
+VAULT_CLUSTER = 8201
+POSTGRES = 5432
+SSH = 22
+APT_PROXY = 3142
+# The machine's loopback port that the lab publishes for users (to edge-1:443).
+LAB_PUBLISHED_HTTPS = 8443
+
+FLOWS: tuple[Flow, ...] = (
+    Flow(INTERNET, "waf", HTTPS, "tcp", "users reach the app over HTTPS", ("ENC-01", "NET-06")),
+    Flow(INTERNET, "waf", HTTP, "tcp", "plain HTTP, only to redirect to HTTPS", ("ENC-04",)),
+    Flow("waf", "app", APP_PORT, "tcp", "WAF proxies to the app over TLS", ("ENC-01", "NET-02")),
+    Flow("app", "vault", VAULT_API, "tcp", "app uses transit and AppRole over TLS", ("ENC-03", "RBAC-08")),
+    Flow("app", "db", POSTGRES, "tcp", "app queries the database over TLS", ("ENC-02", "RBAC-05")),
+    Flow("vault", "vault", VAULT_API, "tcp", "raft join and request forwarding", ("ENC-03", "BAK-08")),
+    Flow("vault", "vault", VAULT_CLUSTER, "tcp", "raft replication over mutual TLS", ("ENC-03", "BAK-08")),
+    Flow("vault", "db", POSTGRES, "tcp", "database secrets engine issues dynamic credentials", ("RBAC-05",)),
+    Flow("db", "vault", VAULT_API, "tcp", "db host fetches its certificate and volume key", ("ENC-05", "EAR-01")),
+    Flow("waf", "vault", VAULT_API, "tcp", "edge fetches its certificate from the PKI", ("ENC-05",)),
+    Flow("backup", "vault", VAULT_API, "tcp", "backup host fetches its certificate", ("ENC-05",)),
+    Flow("db", "backup", HTTPS, "tcp", "pgBackRest pushes encrypted WAL and backups", ("BAK-02", "BAK-04")),
+    Flow("vault", "backup", HTTPS, "tcp", "encrypted raft snapshots", ("BAK-08",)),
+    # Administration: SSM in AWS, SSH with the lab's own key or CA certificate in the lab.
+    *(
+        Flow(OPERATOR, role.name, SSH, "tcp", "operator SSH (keys or CA certificates only)", ("HRD-01",), LAB_ONLY)
+        for role in ROLES
+    ),
+    Flow(OPERATOR, "vault", VAULT_API, "tcp", "operators configure Vault (userpass + TOTP)", ("MFA-03",)),
+    Flow(OPERATOR, "db", POSTGRES, "tcp", "operators and restore tests reach the database over TLS", ("ENC-02",)),
+    Flow(OPERATOR, "backup", HTTPS, "tcp", "operators read the backup store", ("BAK-05",)),
+    # Packages: the only path to the mirror is the gateway's apt caching proxy.
+    *(
+        Flow(role.name, GATEWAY, APT_PROXY, "tcp", "Debian packages via the apt caching proxy", ("PAT-01",), LAB_ONLY)
+        for role in ROLES
+    ),
+)
+
+
+def tier(name: str) -> Tier:
+    for t in TIERS:
+        if t.name == name:
+            return t
+    raise KeyError(f"unknown tier {name!r}; tiers are {[t.name for t in TIERS]}")
+
+
+def role(name: str) -> Role:
+    for r in ROLES:
+        if r.name == name:
+            return r
+    raise KeyError(f"unknown role {name!r}; roles are {[r.name for r in ROLES]}")
+
+
+def flows(realm: Realm | None = None) -> tuple[Flow, ...]:
+    """The allowed flows, optionally only those that exist in one realm."""
+    return tuple(f for f in FLOWS if realm is None or realm in f.realms)
+
+
+def flows_into(dst: str, realm: Realm | None = None) -> tuple[Flow, ...]:
+    return tuple(f for f in flows(realm) if f.dst == dst)
+
+
+def flows_from(src: str, realm: Realm | None = None) -> tuple[Flow, ...]:
+    return tuple(f for f in flows(realm) if f.src == src)
+
+
+# --- the lab ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LabHost:
+    name: str
+    role: str
+    tier: str
+    address: str  # without prefix length
+    prefixlen: int
+    gateway: str
+
+
+def lab_gateway(tier_name: str) -> str:
+    """The machine's address on a tier's bridge: the first host of the tier's network."""
+    return str(next(ipaddress.ip_network(tier(tier_name).lab_cidr).hosts()))
+
+
+def lab_hosts() -> tuple[LabHost, ...]:
+    """Every lab host with its address: .11, .12, … in its tier, in role order."""
+    out: list[LabHost] = []
+    used: dict[str, int] = {}
+    for r in ROLES:
+        net = ipaddress.ip_network(tier(r.tier).lab_cidr)
+        for host in r.lab_hosts:
+            n = used.get(r.tier, 0)
+            used[r.tier] = n + 1
+            out.append(
+                LabHost(host, r.name, r.tier, str(net.network_address + 11 + n), net.prefixlen, lab_gateway(r.tier))
+            )
+    return tuple(out)
+
+
+def lab_host(name: str) -> LabHost:
+    for h in lab_hosts():
+        if h.name == name:
+            return h
+    raise KeyError(f"unknown lab host {name!r}; hosts are {[h.name for h in lab_hosts()]}")
+
+
+def hosts_of(role_name: str) -> tuple[LabHost, ...]:
+    return tuple(h for h in lab_hosts() if h.role == role_name)
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One cell of the segmentation matrix: from src_host, connect to dst_host:port."""
+
+    src_host: str
+    dst_host: str
+    port: int
+    protocol: Protocol
+    allowed: bool
+    controls: tuple[str, ...]
+
+
+def topology_ports() -> tuple[tuple[int, Protocol], ...]:
+    """Every (port, protocol) the topology mentions, sorted."""
+    return tuple(sorted({(f.port, f.protocol) for f in FLOWS}))
+
+
+def segmentation_matrix() -> tuple[Probe, ...]:
+    """Every host-to-host pair and every topology port: allowed iff a lab flow grants it.
+
+    A flow from a role to itself (vault to vault) allows each host to reach its peers, never
+    needed for itself; a host is never probed against itself.
+    """
+    allowed = {(f.src, f.dst, f.port, f.protocol): f.controls for f in flows("lab")}
+    probes: list[Probe] = []
+    for src in lab_hosts():
+        for dst in lab_hosts():
+            if src.name == dst.name:
+                continue
+            for port, proto in topology_ports():
+                key = (src.role, dst.role, port, proto)
+                ctrls = allowed.get(key, ("NET-02",))
+                probes.append(Probe(src.name, dst.name, port, proto, key in allowed, ctrls))
+    return tuple(probes)
+
+
+# --- AWS -------------------------------------------------------------------------------
+
+VPC_CIDR_DEFAULT = "10.40.0.0/16"
+
+
+def aws_subnets(vpc_cidr: str = VPC_CIDR_DEFAULT, az_count: int = 3) -> dict[str, tuple[str, ...]]:
+    """Split the VPC into one block per tier, then one subnet per AZ inside each block.
+
+    The VPC is cut into 4 equal tier blocks (edge, app, data, management), each block into
+    4 equal AZ subnets, so up to 4 AZs fit and the layout never shifts when AZs are added.
+    """
+    if not 1 <= az_count <= 4:
+        raise ValueError(f"az_count must be between 1 and 4, got {az_count}")
+    vpc = ipaddress.ip_network(vpc_cidr)
+    if vpc.prefixlen > 24:
+        raise ValueError(f"VPC {vpc_cidr} is too small: use a /24 or larger (a /16 is the default)")
+    blocks = list(vpc.subnets(prefixlen_diff=2))
+    out: dict[str, tuple[str, ...]] = {}
+    for t in TIERS:
+        per_az = list(blocks[t.aws_index].subnets(prefixlen_diff=2))
+        out[t.name] = tuple(str(s) for s in per_az[:az_count])
+    return out

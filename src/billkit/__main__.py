@@ -1,0 +1,3 @@
+from billkit.cli import main
+
+main()

@@ -1,0 +1,160 @@
+"""The billkit command line: one entry point for platform engineers, auditors and CI."""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import StrEnum
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from billkit.controls import LAYERS, PRACTICES, CatalogError, load_catalog
+
+app = typer.Typer(
+    name="billkit",
+    help="Deploy billing software securely: AWS stack, policy pack, hardened hosts, local lab, evidence.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console()
+err = Console(stderr=True)
+
+ISSUE_LAB = "The local lab: systemd-nspawn hosts on tier networks, hardened by Ansible, verified by testinfra"
+ISSUE_PLAN = "The AWS stack in Pulumi, its CrossGuard policy pack, and an offline `billkit plan`"
+
+
+def not_implemented(issue_title: str) -> NoReturn:
+    err.print(f"not implemented yet: {issue_title}", markup=False, highlight=False)
+    raise typer.Exit(2)
+
+
+class OutputFormat(StrEnum):
+    table = "table"
+    json = "json"
+
+
+@app.command()
+def up() -> None:
+    """Bring up the local lab (hosts, networks, hardening, services) and verify it."""
+    not_implemented(ISSUE_LAB)
+
+
+@app.command()
+def down() -> None:
+    """Tear the local lab down and leave the machine as it was found."""
+    not_implemented(ISSUE_LAB)
+
+
+@app.command()
+def status() -> None:
+    """Show the lab's hosts, addresses, state and applied roles."""
+    not_implemented(ISSUE_LAB)
+
+
+@app.command()
+def verify() -> None:
+    """Run the host checks against the running lab and report by control."""
+    not_implemented(ISSUE_LAB)
+
+
+@app.command()
+def plan() -> None:
+    """Run the Pulumi program under mocks and evaluate the policy pack offline."""
+    not_implemented(ISSUE_PLAN)
+
+
+@app.command()
+def controls(
+    practice: Annotated[int | None, typer.Option(help="Only this seed practice (1–10).")] = None,
+    pci: Annotated[
+        str | None, typer.Option(help="Only controls citing this PCI DSS requirement or a sub-requirement of it.")
+    ] = None,
+    layer: Annotated[
+        str | None, typer.Option(help=f"Only controls checked in this layer ({', '.join(LAYERS)}).")
+    ] = None,
+    coverage: Annotated[bool, typer.Option("--coverage", help="Show which checks prove each control.")] = False,
+    output: Annotated[OutputFormat, typer.Option("--format", help="Output format.")] = OutputFormat.table,
+) -> None:
+    """Print the control catalogue, filtered, optionally with its check coverage."""
+    try:
+        catalog = load_catalog()
+    except CatalogError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    if practice is not None and practice not in PRACTICES:
+        err.print(f"[red]error:[/red] unknown practice {practice}; choose 1–10")
+        raise typer.Exit(2)
+    if layer is not None and layer not in LAYERS:
+        err.print(f"[red]error:[/red] unknown layer {layer!r}; choose one of {', '.join(LAYERS)}")
+        raise typer.Exit(2)
+    selected = [
+        c
+        for c in catalog.controls
+        if (practice is None or c.practice == practice)
+        and (layer is None or layer in c.layers)
+        and (pci is None or any(p == pci or p.startswith(pci + ".") for p in c.pci_dss))
+    ]
+    cov = None
+    if coverage:
+        from billkit.checks import coverage_report
+
+        with console.status("collecting checks…"):
+            _, cov = coverage_report(catalog)
+    if output is OutputFormat.json:
+        rows = []
+        for c in selected:
+            row = {
+                "id": c.id, "title": c.title, "practice": c.practice, "practice_name": c.practice_name,
+                "pci_dss": list(c.pci_dss), "gdpr": list(c.gdpr), "hipaa": list(c.hipaa),
+                "severity": c.severity, "layers": list(c.layers), "retired": c.retired,
+            }  # fmt: skip
+            if cov is not None and c.id in cov.table:
+                row["checks"] = cov.table[c.id]
+            rows.append(row)
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        return
+    table = Table(title=f"billkit controls ({len(selected)} of {len(catalog.controls)})", show_lines=False)
+    for col in ("ID", "Practice", "Title", "PCI DSS", "Severity", "Layers"):
+        table.add_column(col, overflow="fold")
+    if cov is not None:
+        table.add_column("Checks per layer", overflow="fold")
+    for c in selected:
+        cells = [c.id, f"{c.practice} {c.practice_name}", c.title, ", ".join(c.pci_dss) or "-", c.severity,
+                 ", ".join(c.layers)]  # fmt: skip
+        if cov is not None:
+            per = cov.table.get(c.id, {})
+            cells.append("  ".join(_layer_cell(lay, names) for lay, names in per.items()))
+        table.add_row(*cells)
+    console.print(table)
+    if cov is not None:
+        missing = cov.missing(catalog)
+        console.print(f"{len(missing)} (control, layer) pairs have no check yet.")
+        for line in cov.unknown + cov.off_layer:
+            console.print(f"[red]{line}[/red]")
+
+
+def _layer_cell(layer: str, names: list[str]) -> str:
+    return f"{layer}: {len(names)}" if names else f"[yellow]{layer}: no check yet[/yellow]"
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def test(
+    ctx: typer.Context,
+    fast: Annotated[bool, typer.Option("--fast", help="Skip the tests that need the lab.")] = False,
+    lint: Annotated[bool, typer.Option(help="Run ruff, pyright, yamllint and ansible-lint first.")] = True,
+) -> None:
+    """Run the whole test suite: linters and type checks, then pytest (extra arguments go to pytest)."""
+    from billkit.tooling import run_suite
+
+    raise typer.Exit(run_suite(list(ctx.args), fast=fast, lint=lint))
+
+
+def main() -> None:  # pragma: no cover - exercised through ./billkit
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,1 @@
+"""Shared test configuration. The control marker and its checks live in billkit.checks."""
