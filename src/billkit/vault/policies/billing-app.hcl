@@ -1,0 +1,48 @@
+# billing-app: the reference billing app (AppRole "billing-app").
+# RBAC-04, TOK-03: it may encrypt card numbers but never decrypt them; only payment-processor can.
+# EAR-05: envelope encryption of personal data with data keys from the "pii" transit key.
+
+path "transit/encrypt/pan" {
+  capabilities = ["update"]
+}
+
+path "transit/decrypt/pan" {
+  capabilities = ["deny"]
+}
+
+path "transit/datakey/plaintext/pii" {
+  capabilities = ["update"]
+}
+
+path "transit/datakey/wrapped/pii" {
+  capabilities = ["update"]
+}
+
+path "transit/decrypt/pii" {
+  capabilities = ["update"]
+}
+
+path "transit/hmac/lookup-hmac" {
+  capabilities = ["update"]
+}
+
+path "transit/hmac/lookup-hmac/*" {
+  capabilities = ["update"]
+}
+
+# RBAC-05: short-lived dynamic database credentials.
+path "database/creds/billing-app" {
+  capabilities = ["read"]
+}
+
+path "sys/leases/renew" {
+  capabilities = ["update"]
+}
+
+path "auth/token/lookup-self" {
+  capabilities = ["read"]
+}
+
+path "auth/token/renew-self" {
+  capabilities = ["update"]
+}

@@ -1,0 +1,91 @@
+"""Vault (OpenBao) nodes: where they listen, where their files live, their rendered config.
+
+The same description serves the lab's hosts (``/etc/openbao`` …, addresses of the data tier),
+an AWS cluster's internal endpoints, and a throwaway cluster on loopback for the tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import hvac
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+from infra.topology import VAULT_API, VAULT_CLUSTER, hosts_of
+
+TEMPLATES = Path(__file__).parent / "templates"
+DOMAIN = "billkit.internal"
+
+
+@dataclass(frozen=True)
+class NodePaths:
+    """Files of one node, as seen on that node."""
+
+    config: Path = Path("/etc/openbao/openbao.hcl")
+    data_dir: Path = Path("/var/lib/openbao/raft")
+    tls_cert: Path = Path("/etc/openbao/tls/server.pem")
+    tls_key: Path = Path("/etc/openbao/tls/server.key")
+    audit_log: Path = Path("/var/log/openbao/audit.log")
+
+    @classmethod
+    def under(cls, base: Path) -> NodePaths:
+        return cls(
+            config=base / "openbao.hcl",
+            data_dir=base / "raft",
+            tls_cert=base / "tls" / "server.pem",
+            tls_key=base / "tls" / "server.key",
+            audit_log=base / "audit.log",
+        )
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    host: str  # the address (or DNS name) clients and peers use
+    api_port: int = VAULT_API
+    cluster_port: int = VAULT_CLUSTER
+    listen: str = ""  # address to bind; defaults to host
+    dns_names: tuple[str, ...] = ()
+    ip_sans: tuple[str, ...] = ()
+    paths: NodePaths = field(default_factory=NodePaths)
+
+    @property
+    def api_addr(self) -> str:
+        return f"https://{self.host}:{self.api_port}"
+
+    @property
+    def cluster_addr(self) -> str:
+        return f"https://{self.host}:{self.cluster_port}"
+
+    @property
+    def bind(self) -> str:
+        return self.listen or self.host
+
+    def render_config(self, cluster_name: str = "billkit", log_level: str = "info") -> str:
+        # HCL, not HTML: escaping would corrupt it; every value comes from the kit's own node model.
+        env = Environment(
+            loader=FileSystemLoader(TEMPLATES), undefined=StrictUndefined, keep_trailing_newline=True,
+            autoescape=select_autoescape(["html", "xml"]),
+        )  # fmt: skip
+        node_view = {
+            "name": self.name, "api_addr": self.api_addr, "cluster_addr": self.cluster_addr,
+            "listen": self.bind, "api_port": self.api_port, "cluster_port": self.cluster_port,
+        }  # fmt: skip
+        return env.get_template("openbao.hcl.j2").render(
+            node=node_view, paths=self.paths, cluster_name=cluster_name, log_level=log_level,
+            default_lease_ttl="1h", max_lease_ttl="768h",
+        )  # fmt: skip
+
+
+def lab_nodes() -> tuple[Node, ...]:
+    """The lab's vault hosts (vault-1..3 on the data tier)."""
+    return tuple(
+        Node(h.name, h.address, dns_names=(h.name, f"{h.name}.{DOMAIN}"), ip_sans=(h.address,))
+        for h in hosts_of("vault")
+    )
+
+
+def client(node: Node, ca_file: Path, token: str | None = None, timeout: int = 10) -> hvac.Client:
+    """An hvac client for one node that verifies the node's certificate against the lab's root CA."""
+    return hvac.Client(url=node.api_addr, verify=str(ca_file), token=token, timeout=timeout)
