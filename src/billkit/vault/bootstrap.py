@@ -216,7 +216,7 @@ def _decode_root(encoded: str, otp: str) -> str:
 
 def admin_login(cluster: Cluster) -> str:
     """Log the kit's administrator identity in (password + TOTP); it holds only break-glass."""
-    import pyotp
+    from pyotp.totp import TOTP
 
     from billkit.vault.configure import operator_login
 
@@ -227,7 +227,7 @@ def admin_login(cluster: Cluster) -> str:
             f"no administrator credentials in {cluster.keystore.folder}: the cluster was bootstrapped without "
             "them; regenerate a root token by hand (bao operator generate-root) and re-run"
         )
-    totp = pyotp.TOTP(secret)
+    totp = TOTP(secret)
     # Each code is accepted once; the method allows a skew of one period either way. Use the next
     # unused period inside that window, or wait for one.
     last = int(material.extra.get("admin_totp_last_step", "0"))

@@ -328,11 +328,20 @@ def wrapped_secret_id(c: hvac.Client, role: str, wrap_ttl: str = "5m") -> str:
     return str(resp["wrap_info"]["token"])
 
 
+def with_token(c: hvac.Client, token: str | None) -> hvac.Client:
+    """A client for the same server and CA with another token (or none)."""
+    return hvac.Client(url=c.url, token=token, verify=getattr(c.adapter, "_kwargs", {}).get("verify", True))
+
+
+def unwrap(c: hvac.Client, wrapping_token: str) -> dict[str, Any]:
+    """Unwrap a response-wrapped secret: the wrapping token authenticates itself, once."""
+    return with_token(c, wrapping_token).sys.unwrap()["data"]
+
+
 def approle_login(c: hvac.Client, role_id_: str, wrapping_token: str) -> str:
     """Unwrap a delivered secret ID and log in with it (what the app does at start)."""
-    unwrapped = c.sys.unwrap(wrapping_token)
-    secret_id = unwrapped["data"]["secret_id"]
-    return str(c.auth.approle.login(role_id_, secret_id, use_token=False)["auth"]["client_token"])
+    secret_id = unwrap(c, wrapping_token)["secret_id"]
+    return str(with_token(c, None).auth.approle.login(role_id_, secret_id, use_token=False)["auth"]["client_token"])
 
 
 # --- operators: userpass + TOTP login MFA ------------------------------------------------------

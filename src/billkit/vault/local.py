@@ -90,6 +90,7 @@ class LocalCluster:
             self.procs[name] = subprocess.Popen(
                 [bao_binary(), "server", f"-config={node.paths.config}"],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                cwd=node.paths.workdir,
             )  # fmt: skip
         finally:
             log.close()
@@ -129,6 +130,13 @@ class LocalCluster:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+
+    def kill(self, name: str) -> None:
+        """SIGKILL: a crash, not a clean shutdown (fault drills)."""
+        proc = self.procs.pop(name, None)
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
 
     def close(self) -> None:
         for name in list(self.procs):

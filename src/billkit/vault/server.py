@@ -26,7 +26,16 @@ class NodePaths:
     data_dir: Path = Path("/var/lib/openbao/raft")
     tls_cert: Path = Path("/etc/openbao/tls/server.pem")
     tls_key: Path = Path("/etc/openbao/tls/server.key")
+    # The audit device's options must be identical on every node (OpenBao refuses to activate a
+    # node whose declared device differs from the replicated audit table), so the path is the same
+    # string everywhere; nodes sharing one machine use a relative path and their own working dir.
     audit_log: Path = Path("/var/log/openbao/audit.log")
+    workdir: Path = Path("/")
+
+    @property
+    def audit_file(self) -> Path:
+        """Where this node's audit log actually is."""
+        return self.workdir / self.audit_log
 
     @classmethod
     def under(cls, base: Path) -> NodePaths:
@@ -35,7 +44,8 @@ class NodePaths:
             data_dir=base / "raft",
             tls_cert=base / "tls" / "server.pem",
             tls_key=base / "tls" / "server.key",
-            audit_log=base / "audit.log",
+            audit_log=Path("audit.log"),
+            workdir=base,
         )
 
 

@@ -67,7 +67,9 @@ def _setup(c: hvac.Client, stack: contextlib.ExitStack, local: LocalCluster, clu
     c.adapter.post(f"/v1/database/config/{configure.DB_CONNECTION}",
                    json={"allowed_roles": [configure.BILLING_APP, "auditor", DRILL_DB_ROLE]})  # fmt: skip
     c.sys.create_or_update_acl_policy(
-        "test-drill", f'path "database/creds/{DRILL_DB_ROLE}" {{ capabilities = ["read"] }}'
+        "test-drill",
+        f'path "database/creds/{DRILL_DB_ROLE}" {{ capabilities = ["read"] }}\n'
+        'path "secret/data/drill/*" { capabilities = ["create", "update", "read"] }\n',
     )
     drill_token = c.auth.token.create_orphan(policies=["test-drill"], ttl="30m")["auth"]["client_token"]
     # The app and the payment processor log in the way they do in production: wrapped secret IDs.
@@ -89,6 +91,7 @@ def _setup(c: hvac.Client, stack: contextlib.ExitStack, local: LocalCluster, clu
         app_role_id=configure.role_id(c, configure.BILLING_APP),
         probe_role_id=configure.role_id(c, CIDR_PROBE_ROLE),
         probe_wrapped_secret=configure.wrapped_secret_id(c, CIDR_PROBE_ROLE),
+        db_admin_initial_password=admin_pw,
         service_cert_token=c.auth.token.create_orphan(policies=["service-certs"], ttl="30m")["auth"]["client_token"],
         backup_token=c.auth.token.create_orphan(policies=["backup-agent"], ttl="30m")["auth"]["client_token"],
     )  # fmt: skip

@@ -167,6 +167,7 @@ class VaultEnv:
     app_role_id: str
     probe_role_id: str
     probe_wrapped_secret: str
+    db_admin_initial_password: str
     service_cert_token: str
     backup_token: str
     operator_token: str = ""  # from a password + TOTP login, done once per session

@@ -129,7 +129,7 @@ def test_audit_device_declared_on_every_node_and_log_grows(vault: VaultEnv) -> N
     devices = vault.client(vault.auditor_token).sys.list_enabled_audit_devices()["data"]
     assert any(d["type"] == "file" for d in devices.values())
     active = vault.cluster.active()
-    log = active.paths.audit_log
+    log = active.paths.audit_file
     before = log.stat().st_size
     vault.client(vault.app_token).secrets.transit.encrypt_data("pan", "NDExMTExMTExMTExMTExMQ==")
     assert log.stat().st_size > before
