@@ -213,6 +213,25 @@ def ensure_transit(c: hvac.Client, settings: Settings, changes: list[str]) -> No
             changes.append(f"transit key {key.name} config")
 
 
+def rewrap(c: hvac.Client, key: str, ciphertexts: list[str]) -> list[str]:
+    """Re-encrypt ciphertexts under the key's newest version without exposing the plaintext."""
+    if not ciphertexts:
+        return []
+    resp = _post(c, f"{TRANSIT}/rewrap/{key}", {"batch_input": [{"ciphertext": ct} for ct in ciphertexts]})
+    out = [item.get("ciphertext", "") for item in resp["data"]["batch_results"]]
+    errors = [item["error"] for item in resp["data"]["batch_results"] if item.get("error")]
+    if errors:
+        raise RuntimeError(f"rewrap with {key} failed for {len(errors)} item(s): {errors[0]}")
+    return out
+
+
+def retire_old_versions(c: hvac.Client, key: str) -> int:
+    """After every stored ciphertext was re-wrapped: older key versions can no longer decrypt (EAR-05)."""
+    latest = int((_get(c, f"{TRANSIT}/keys/{key}") or {})["latest_version"])
+    _post(c, f"{TRANSIT}/keys/{key}/config", {"min_decryption_version": latest})
+    return latest
+
+
 # --- PKI: an intermediate signed by the offline root ----------------------------------------
 
 
@@ -242,6 +261,19 @@ def ensure_pki(c: hvac.Client, root: RootCA, settings: Settings, changes: list[s
     converge(c, f"{PKI}/config/auto-tidy", {
         "enabled": True, "tidy_cert_store": True, "tidy_revoked_certs": True, "interval_duration": 12 * HOUR,
     }, changes)  # fmt: skip
+
+
+def ensure_host_cert(c: hvac.Client, name: str, cert_path: Path, key_path: Path, dns: tuple[str, ...] = (),
+                     ips: tuple[str, ...] = (), fraction: float = 2 / 3) -> bool:  # fmt: skip
+    """Issue a host's certificate, or renew it once past `fraction` of its lifetime; True if written."""
+    from billkit.vault.pki import needs_renewal, write_private
+
+    if not needs_renewal(cert_path, fraction):
+        return False
+    cert = issue_cert(c, name, dns, ips)
+    write_private(key_path, cert.private_key.encode())
+    cert_path.write_text(cert.fullchain, encoding="ascii")
+    return True
 
 
 @dataclass(frozen=True)

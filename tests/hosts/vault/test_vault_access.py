@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from billkit.vault import configure
-from tests.hosts.vault.conftest import DRILL_TTL
+from tests.hosts.vault.conftest import DRILL_TTL, ROTATION_DRILL_KEY
 from tests.hosts.vault.support import VaultEnv
 
 PAN = base64.b64encode(b"4111111111111111").decode()
@@ -30,6 +30,22 @@ def test_transit_key_type_and_rotation(vault: VaultEnv, key: configure.TransitKe
         assert 0 < info["auto_rotate_period"] <= 90 * 24 * 3600, f"{key.name} does not rotate automatically"
     else:
         assert info["auto_rotate_period"] == key.auto_rotate_period
+
+
+@pytest.mark.control("EAR-05", "RBAC-04")
+def test_rotate_rewrap_then_retire_old_versions(vault: VaultEnv) -> None:
+    user = vault.client(vault.rotation_user_token).secrets.transit
+    rotator = vault.client(vault.rotator_token)
+    old = user.encrypt_data(ROTATION_DRILL_KEY, PAN)["data"]["ciphertext"]
+    rotator.secrets.transit.rotate_key(ROTATION_DRILL_KEY)
+    (new,) = configure.rewrap(rotator, ROTATION_DRILL_KEY, [old])
+    assert old.startswith("vault:v1:") and new.startswith("vault:v2:")
+    with pytest.raises(hvac.exceptions.Forbidden):
+        rotator.secrets.transit.decrypt_data(ROTATION_DRILL_KEY, new)  # the rotator never sees plaintext
+    assert configure.retire_old_versions(rotator, ROTATION_DRILL_KEY) == 2
+    assert user.decrypt_data(ROTATION_DRILL_KEY, new)["data"]["plaintext"] == PAN
+    with pytest.raises(hvac.exceptions.InvalidRequest):
+        user.decrypt_data(ROTATION_DRILL_KEY, old)  # the retired version no longer decrypts
 
 
 @pytest.mark.control("RBAC-04", "TOK-03")
