@@ -12,9 +12,11 @@ from pathlib import Path
 import hvac
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
+from billkit.controls import ROOT
 from infra.topology import VAULT_API, VAULT_CLUSTER, hosts_of
 
-TEMPLATES = Path(__file__).parent / "templates"
+TEMPLATE_DIR = ROOT / "playbooks" / "roles" / "openbao" / "templates" / "etc" / "openbao"
+TEMPLATE_NAME = "openbao.hcl.j2"
 DOMAIN = "billkit.internal"
 
 
@@ -72,20 +74,26 @@ class Node:
     def bind(self) -> str:
         return self.listen or self.host
 
+    def template_vars(self, cluster_name: str = "billkit", log_level: str = "info") -> dict[str, str | int]:
+        """The openbao role's variables for this node (the role's defaults derive the same from inventory)."""
+        return {
+            "openbao_node_name": self.name, "openbao_api_addr": self.api_addr,
+            "openbao_cluster_addr": self.cluster_addr, "openbao_listen_address": self.bind,
+            "openbao_api_port": self.api_port, "openbao_cluster_port": self.cluster_port,
+            "openbao_data_dir": str(self.paths.data_dir), "openbao_tls_cert": str(self.paths.tls_cert),
+            "openbao_tls_key": str(self.paths.tls_key), "openbao_audit_log": str(self.paths.audit_log),
+            "openbao_cluster_name": cluster_name, "openbao_log_level": log_level,
+            "openbao_default_lease_ttl": "1h", "openbao_max_lease_ttl": "768h",
+        }  # fmt: skip
+
     def render_config(self, cluster_name: str = "billkit", log_level: str = "info") -> str:
-        # HCL, not HTML: escaping would corrupt it; every value comes from the kit's own node model.
+        """The server config from the openbao role's own template: one source for hosts and loopback."""
+        # HCL, not HTML: no autoescaping; every value comes from the kit's node model.
         env = Environment(
-            loader=FileSystemLoader(TEMPLATES), undefined=StrictUndefined, keep_trailing_newline=True,
+            loader=FileSystemLoader(TEMPLATE_DIR), undefined=StrictUndefined, keep_trailing_newline=True,
             autoescape=select_autoescape(["html", "xml"]),
         )  # fmt: skip
-        node_view = {
-            "name": self.name, "api_addr": self.api_addr, "cluster_addr": self.cluster_addr,
-            "listen": self.bind, "api_port": self.api_port, "cluster_port": self.cluster_port,
-        }  # fmt: skip
-        return env.get_template("openbao.hcl.j2").render(
-            node=node_view, paths=self.paths, cluster_name=cluster_name, log_level=log_level,
-            default_lease_ttl="1h", max_lease_ttl="768h",
-        )  # fmt: skip
+        return env.get_template(TEMPLATE_NAME).render(**self.template_vars(cluster_name, log_level))
 
 
 def lab_nodes() -> tuple[Node, ...]:
