@@ -73,7 +73,7 @@ class Settings:
     app_cidrs: tuple[str, ...] = ()
     cert_ttl: int = 24 * HOUR
     cert_max_ttl: int = 72 * HOUR
-    ssh_users: tuple[str, ...] = ("billkit",)
+    ssh_users: tuple[str, ...] = ("ops",)  # the lab's admin account (billkit.lab.state.ADMIN_USER)
     ssh_ttl: int = 30 * 60
     ssh_max_ttl: int = HOUR
     secret_id_ttl: int = 24 * HOUR

@@ -157,11 +157,11 @@ def test_ssh_ca_signs_operator_keys_for_a_short_time(vault: VaultEnv, tmp_path: 
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "id")], check=True)
     pub = (tmp_path / "id.pub").read_text()
     c = vault.client(vault.operator_token)
-    signed = configure.sign_ssh_key(c, pub, "billkit")
+    signed = configure.sign_ssh_key(c, pub, "ops")
     (tmp_path / "id-cert.pub").write_text(signed + "\n")
     out = subprocess.run(["ssh-keygen", "-L", "-f", str(tmp_path / "id-cert.pub")], capture_output=True, text=True,
                          check=True).stdout  # fmt: skip
-    assert "user certificate" in out and "billkit" in out
+    assert "user certificate" in out and "ops" in out
     valid = next(line for line in out.splitlines() if "Valid:" in line)
     start, end = valid.split("from ")[1].split(" to ")
     span = time.mktime(time.strptime(end.strip(), "%Y-%m-%dT%H:%M:%S")) - time.mktime(
@@ -173,4 +173,4 @@ def test_ssh_ca_signs_operator_keys_for_a_short_time(vault: VaultEnv, tmp_path: 
     with pytest.raises(hvac.exceptions.InvalidRequest):
         configure.sign_ssh_key(c, pub, "root")  # principals are limited
     with pytest.raises(hvac.exceptions.Forbidden):
-        configure.sign_ssh_key(vault.client(vault.app_token), pub, "billkit")
+        configure.sign_ssh_key(vault.client(vault.app_token), pub, "ops")
