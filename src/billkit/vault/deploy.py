@@ -7,7 +7,9 @@ from the PKI engine, exports the SSH user CA key, then revokes root. Re-runs cha
 
 from __future__ import annotations
 
+import hashlib
 import secrets
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +19,7 @@ import hvac
 from billkit.vault import configure
 from billkit.vault.bootstrap import ADMIN_USER, Cluster, Progress, init_and_unseal, root_session, wait_voters
 from billkit.vault.keystore import Keystore
-from billkit.vault.pki import RootCA, ensure_root_ca, issuer_cn, needs_renewal
+from billkit.vault.pki import RootCA, ensure_root_ca, issuer_cn, pem_needs_renewal
 from billkit.vault.server import Node
 
 # Installs a node's certificate chain and key where the server reads them, then reloads it.
@@ -59,11 +61,20 @@ def open_cluster(nodes: tuple[Node, ...], state: StateLayout) -> tuple[Cluster, 
     return Cluster(nodes, root.cert_path, Keystore(state.vault)), root
 
 
+def served_cert(node: Node) -> bytes | None:
+    """The certificate the node's API listener presents right now (wherever the node runs)."""
+    try:
+        return ssl.get_server_certificate((node.host, node.api_port), timeout=5).encode()
+    except OSError:
+        return None
+
+
 def node_cert_due(node: Node, root: RootCA) -> bool:
     """A node still on its bootstrap certificate (signed by the offline root), or near expiry."""
-    if needs_renewal(node.paths.tls_cert):
-        return True
-    return issuer_cn(node.paths.tls_cert.read_bytes()) == issuer_cn(root.cert_path.read_bytes())
+    pem = served_cert(node)
+    if pem is None:
+        return False  # not reachable: nothing to renew now; the next run will
+    return pem_needs_renewal(pem) or issuer_cn(pem) == issuer_cn(root.cert_path.read_bytes())
 
 
 def renew_node_certs(
@@ -78,6 +89,18 @@ def renew_node_certs(
     return changed
 
 
+def fingerprint(nodes: tuple[Node, ...], settings: configure.Settings, db: configure.Database | None) -> str:
+    """What the configuration is derived from: policies, settings, nodes, database target."""
+    h = hashlib.sha256()
+    for name, text in sorted(configure.policy_texts().items()):
+        h.update(f"{name}\0{text}\0".encode())
+    h.update(repr(settings).encode())
+    h.update(repr([(n.name, n.api_addr) for n in nodes]).encode())
+    h.update(repr(None if db is None else (db.host, db.port, db.dbname, db.admin_user)).encode())
+    h.update(Path(configure.__file__).read_bytes())
+    return h.hexdigest()
+
+
 def converge(
     nodes: tuple[Node, ...],
     state: StateLayout,
@@ -85,10 +108,23 @@ def converge(
     install_cert: CertInstaller,
     db: configure.Database | None = None,
     progress: Progress = _quiet,
+    force: bool = False,
 ) -> Result:
+    """Bring the cluster to its desired state.
+
+    Root is regenerated only when needed: when the configuration's inputs changed since the last
+    successful run (fingerprint), a node certificate is due, or ``force`` (drift check).
+    """
     cluster, root = open_cluster(nodes, state)
     result = Result()
     result.changes += init_and_unseal(cluster, progress)
+    wanted = fingerprint(nodes, settings, db)
+    material = cluster.keystore.load()
+    certs_due = any(node_cert_due(n, root) for n in nodes)
+    if not force and material.extra.get("config_fingerprint") == wanted and not certs_due:
+        progress("Vault configuration unchanged since the last run: no root token needed")
+        result.ssh_ca_public_key = state.ssh_user_ca.read_text().strip() if state.ssh_user_ca.exists() else ""
+        return result
     with root_session(cluster, progress) as c:
         progress("applying the Vault configuration")
         applied = configure.apply(c, root, settings, db)
@@ -103,6 +139,9 @@ def converge(
             result.changes.append(f"administrator identity {ADMIN_USER} (password + TOTP, break-glass only)")
         result.changes += renew_node_certs(c, nodes, root, install_cert)
         result.voters = wait_voters(c, len(nodes))
+        material = cluster.keystore.load()
+        material.extra["config_fingerprint"] = wanted
+        cluster.keystore.save(material)
     state.ssh_user_ca.parent.mkdir(parents=True, exist_ok=True)
     if not state.ssh_user_ca.exists() or state.ssh_user_ca.read_text().strip() != applied.ssh_ca_public_key:
         state.ssh_user_ca.write_text(applied.ssh_ca_public_key + "\n", encoding="ascii")

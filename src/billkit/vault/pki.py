@@ -182,8 +182,15 @@ def cert_lifetime(pem: str | bytes) -> dt.timedelta:
 def needs_renewal(cert_path: Path, fraction: float = 2 / 3) -> bool:
     """True when the certificate is missing, unreadable, or past `fraction` of its lifetime."""
     try:
-        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
-    except (OSError, ValueError):
+        return pem_needs_renewal(cert_path.read_bytes(), fraction)
+    except OSError:
+        return True
+
+
+def pem_needs_renewal(pem: bytes, fraction: float = 2 / 3) -> bool:
+    try:
+        cert = x509.load_pem_x509_certificate(pem)
+    except ValueError:
         return True
     start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
     return _now() >= start + (end - start) * fraction

@@ -17,6 +17,8 @@ from cryptography import x509
 
 from billkit.vault import configure
 from billkit.vault.bootstrap import root_session
+from billkit.vault.deploy import converge
+from billkit.vault.local import cert_installer
 from billkit.vault.pki import cert_lifetime, issuer_cn
 from tests.hosts.vault.support import VaultEnv
 
@@ -189,3 +191,12 @@ def test_no_root_token_survives_bootstrap(vault: VaultEnv, root: hvac.Client) ->
 def test_configuration_as_code_is_idempotent(vault: VaultEnv, root: hvac.Client) -> None:
     again = configure.apply(root, vault.root, vault.settings)
     assert again.changes == []
+
+
+@pytest.mark.control("EAR-07")
+def test_rerun_changes_nothing_and_needs_no_root(vault: VaultEnv) -> None:
+    said: list[str] = []
+    again = converge(vault.local.nodes, vault.state, vault.settings, cert_installer(vault.local), progress=said.append)
+    assert again.changes == []
+    assert any("no root token needed" in s for s in said)
+    assert vault.cluster.keystore.load().root_token is None
