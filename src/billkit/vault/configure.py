@@ -382,10 +382,13 @@ def approle_login(c: hvac.Client, role_id_: str, wrapping_token: str) -> str:
 def ensure_operator_mfa(c: hvac.Client, settings: Settings, changes: list[str]) -> str:
     """userpass for operators with TOTP enforced at login; returns the TOTP method ID."""
     accessor = ensure_auth(c, "userpass", "userpass", changes, description="operators (password + TOTP)")
-    converge(c, "sys/auth/userpass/tune", {
-        "user_lockout_config": {"lockout_threshold": 5, "lockout_duration": "15m",
-                                "lockout_counter_reset_duration": "15m", "lockout_disable": False},
-    }, [], read_path="sys/auth/userpass/tune")  # fmt: skip
+    # Lock a user out for 15 minutes after 5 failed logins (the tune endpoint reads back flattened).
+    lockout = {"lockout_threshold": 5, "lockout_duration": "15m", "lockout_counter_reset_duration": "15m",
+               "lockout_disable": False}  # fmt: skip
+    tune = _get(c, "sys/auth/userpass/tune") or {}
+    if _differs(tune, {"user_lockout_threshold": 5, "user_lockout_duration": 900, "user_lockout_disable": False}):
+        _post(c, "sys/auth/userpass/tune", {"user_lockout_config": lockout})
+        changes.append("userpass lockout after 5 failures")
     method_id = ""
     for mid in _list(c, "identity/mfa/method/totp"):
         m = _get(c, f"identity/mfa/method/totp/{mid}") or {}
