@@ -20,7 +20,7 @@ from billkit.vault.bootstrap import root_session
 from billkit.vault.deploy import converge
 from billkit.vault.local import cert_installer
 from billkit.vault.pki import cert_lifetime, issuer_cn
-from tests.hosts.vault.support import VaultEnv
+from tests.hosts.keys.support import VaultEnv
 
 
 @pytest.mark.control("BAK-08", "EAR-07")

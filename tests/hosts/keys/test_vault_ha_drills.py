@@ -12,7 +12,7 @@ from cryptography.exceptions import InvalidTag
 from billkit.vault import snapshot
 from billkit.vault.bootstrap import unseal_all
 from billkit.vault.server import Node
-from tests.hosts.vault.support import VaultEnv
+from tests.hosts.keys.support import VaultEnv
 
 
 def _write(c: hvac.Client, i: int) -> None:

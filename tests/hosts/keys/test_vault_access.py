@@ -12,8 +12,8 @@ import psycopg
 import pytest
 
 from billkit.vault import configure
-from tests.hosts.vault.conftest import DRILL_TTL, ROTATION_DRILL_KEY
-from tests.hosts.vault.support import VaultEnv
+from tests.hosts.keys.conftest import DRILL_TTL, ROTATION_DRILL_KEY
+from tests.hosts.keys.support import VaultEnv
 
 PAN = base64.b64encode(b"4111111111111111").decode()
 

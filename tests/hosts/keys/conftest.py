@@ -20,7 +20,7 @@ from billkit.vault.bootstrap import Cluster, root_session
 from billkit.vault.deploy import Result, StateLayout, converge, open_cluster
 from billkit.vault.local import LocalCluster, cert_installer
 from billkit.vault.pki import RootCA, ensure_root_ca
-from tests.hosts.vault.support import Operator, VaultEnv, postgres, prepare_billing
+from tests.hosts.keys.support import Operator, VaultEnv, postgres, prepare_billing
 
 # A role whose secret IDs only work from the lab's app tier: a login from loopback must fail.
 CIDR_PROBE_ROLE = "cidr-probe"

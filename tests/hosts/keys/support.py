@@ -41,6 +41,7 @@ class Postgres:
     port: int
     password: str  # the superuser's (postgres)
     ca_file: Path
+    root: Path = Path()  # owned by postgres: data/, server.crt, server.key, the socket
 
     def dsn(self, user: str = "postgres", password: str | None = None, dbname: str = "billing") -> str:
         pw = self.password if password is None else password
@@ -51,7 +52,9 @@ class Postgres:
 
 
 @contextlib.contextmanager
-def postgres(cert_chain: str, key: str, ca_file: Path, host: str = "127.0.0.1") -> Iterator[Postgres]:
+def postgres(
+    cert_chain: str, key: str, ca_file: Path, host: str = "127.0.0.1", extra: dict[str, str] | None = None
+) -> Iterator[Postgres]:
     ensure_packages(["postgresql-15"], "the throwaway PostgreSQL of the Vault tests")
     try:
         pg = pwd.getpwnam("postgres")
@@ -77,9 +80,7 @@ def postgres(cert_chain: str, key: str, ca_file: Path, host: str = "127.0.0.1") 
         (root / "pw").unlink()
         if init.returncode != 0:
             raise RuntimeError(f"initdb failed:\n{init.stderr[-2000:]}")
-        (data / "pg_hba.conf").write_text(
-            f"local all postgres scram-sha-256\nhostssl all all {host}/32 scram-sha-256\n"
-        )
+        (data / "pg_hba.conf").write_text(f"local all postgres peer\nhostssl all all {host}/32 scram-sha-256\n")
         with socket.socket() as s:
             s.bind((host, 0))
             port = s.getsockname()[1]
@@ -87,7 +88,7 @@ def postgres(cert_chain: str, key: str, ca_file: Path, host: str = "127.0.0.1") 
             "listen_addresses": host, "port": str(port), "unix_socket_directories": str(root), "ssl": "on",
             "ssl_cert_file": str(root / "server.crt"), "ssl_key_file": str(root / "server.key"),
             "ssl_min_protocol_version": "TLSv1.2", "password_encryption": "scram-sha-256", "fsync": "off",
-            "shared_buffers": "32MB", "max_connections": "40",
+            "shared_buffers": "32MB", "max_connections": "40", **(extra or {}),
         }  # fmt: skip
         args = [str(PG_BIN / "postgres"), "-D", str(data)]
         for k, v in opts.items():
@@ -97,7 +98,7 @@ def postgres(cert_chain: str, key: str, ca_file: Path, host: str = "127.0.0.1") 
                 args, user=pg.pw_uid, group=pg.pw_gid, stdout=log, stderr=subprocess.STDOUT, cwd=root,
                 start_new_session=True,
             )  # fmt: skip
-        server = Postgres(host, port, password, ca_file)
+        server = Postgres(host, port, password, ca_file, root)
         deadline = time.monotonic() + 30
         while True:
             try:
