@@ -14,9 +14,18 @@ BACKUP_TAG_VALUE = "daily-monthly"
 
 
 def tags(base: Mapping[str, str], **extra: str) -> dict[str, str]:
-    """The stack's common tags plus the component's own (keys are sorted for stable diffs)."""
-    merged = {**base, **{k.replace("_", ":"): v for k, v in extra.items()}}
+    """The stack's common tags plus the component's own (keys are sorted for stable diffs).
+
+    Keyword names map to tag keys: the first "_" becomes ":", the others "-"
+    (billkit_key_purpose -> billkit:key-purpose).
+    """
+    merged = {**base, **{_key(k): v for k, v in extra.items()}}
     return dict(sorted(merged.items()))
+
+
+def _key(name: str) -> str:
+    head, sep, rest = name.partition("_")
+    return f"{head}:{rest.replace('_', '-')}" if sep else head
 
 
 def statement(

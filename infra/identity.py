@@ -158,7 +158,10 @@ class Identity(pulumi.ComponentResource):
         # The auditor reads configuration and evidence; AWS's read-only job policies, nothing more.
         self.auditor_attach = [
             aws.iam.RolePolicyAttachment(
-                f"{name}-auditor-{p.lower()}", role=self.roles["auditor"].name, policy_arn=AWS_MANAGED + p, opts=child
+                f"{name}-auditor-{p.rsplit('/', 1)[-1].lower()}",
+                role=self.roles["auditor"].name,
+                policy_arn=AWS_MANAGED + p,
+                opts=child,
             )
             for p in ("SecurityAudit", "job-function/ViewOnlyAccess")
         ]

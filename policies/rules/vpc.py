@@ -43,6 +43,10 @@ def _ingress_rules(props: Mapping[str, Any], resource_type: str) -> list[dict[st
     return out
 
 
+def _port(value: Any) -> str:
+    return str(int(number(value, -1)))
+
+
 def _all_protocols(protocol: str) -> bool:
     return protocol in ("-1", "all")
 
@@ -89,8 +93,8 @@ def sg_public_ingress(props: Mapping[str, Any], args: ResourceValidationArgs) ->
             or not single
             or (int(number(rule["from"])), rule["protocol"]) not in allowed
         ):
-            yield (f"ingress from the internet on {rule['protocol']} {rule['from']}-{rule['to']}; "
-                   f"only {sorted(p for p, _ in allowed)} may be public")  # fmt: skip
+            ports = f"{_port(rule['from'])}-{_port(rule['to'])}" if not single else _port(rule["from"])
+            yield f"ingress from the internet on {rule['protocol']} {ports}; only {sorted(p for p, _ in allowed)} may be public"
 
 
 @resource_policy(
@@ -113,7 +117,7 @@ def sg_port_ranges(props: Mapping[str, Any], args: ResourceValidationArgs) -> It
         if _all_protocols(protocol):
             yield "a rule allows all protocols and ports"
         elif number(r.get("fromPort"), -1) != number(r.get("toPort"), -2):
-            yield f"a rule opens the port range {r.get('fromPort')}-{r.get('toPort')}"
+            yield f"a rule opens the port range {_port(r.get('fromPort'))}-{_port(r.get('toPort'))}"
 
 
 @resource_policy(

@@ -9,6 +9,7 @@ then every policy of the CrossGuard pack is applied to them, exactly as `pulumi 
 
 from __future__ import annotations
 
+import functools
 import json
 import runpy
 from collections import Counter
@@ -154,6 +155,12 @@ def main_program() -> None:
 
 def capture_stack(stack: str) -> list[Resource]:
     return run_program(stack, stack_config(stack), main_program)
+
+
+@functools.cache
+def captured(stack: str) -> tuple[Resource, ...]:
+    """One mock run per stack and process (tests share it; treat the resources as read-only)."""
+    return tuple(capture_stack(stack))
 
 
 # --- evaluating the policy pack -------------------------------------------------------------
