@@ -336,7 +336,11 @@ class SgRule:
 
     @property
     def key(self) -> str:
-        peer = self.peer_sg or self.peer_prefix_list or "-".join(c.replace("/", "_") for c in self.peer_cidrs)
+        if self.peer_cidrs == (ANY_IPV4,):
+            cidrs = "anywhere"
+        else:
+            cidrs = "-".join(c.replace(".", "-").replace("/", "-") for c in self.peer_cidrs)
+        peer = self.peer_sg or self.peer_prefix_list or cidrs
         return f"{self.sg}-{self.direction}-{self.protocol}{self.port}-{peer}"
 
 

@@ -94,7 +94,8 @@ def sg_public_ingress(props: Mapping[str, Any], args: ResourceValidationArgs) ->
             or (int(number(rule["from"])), rule["protocol"]) not in allowed
         ):
             ports = f"{_port(rule['from'])}-{_port(rule['to'])}" if not single else _port(rule["from"])
-            yield f"ingress from the internet on {rule['protocol']} {ports}; only {sorted(p for p, _ in allowed)} may be public"
+            public = sorted(p for p, _ in allowed)
+            yield f"ingress from the internet on {rule['protocol']} {ports}; only {public} may be public"
 
 
 @resource_policy(

@@ -284,7 +284,7 @@ def evaluate(stack: str, resources: list[Resource]) -> PlanResult:
 def plan(stack: str) -> PlanResult:
     if stack not in STACKS and not (ROOT / f"Pulumi.{stack}.yaml").exists():
         raise PlanError(f"unknown stack {stack!r}; stacks are {', '.join(STACKS)}")
-    return evaluate(stack, capture_stack(stack))
+    return evaluate(stack, list(captured(stack)))
 
 
 # --- output -----------------------------------------------------------------------------------
