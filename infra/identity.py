@@ -128,14 +128,17 @@ class Identity(pulumi.ComponentResource):
                 tags=tags(t, billkit_human="true"),
                 opts=child,
             )
-        self.humans_assume = aws.iam.GroupPolicy(
-            f"{name}-humans-assume",
-            group=self.humans.name,
-            policy=policy_json(
-                statement("AssumeJobRoles", ["sts:AssumeRole"], [r.arn for r in self.roles.values()]),
-            ),
-            opts=child,
-        )
+        # One group per job: membership decides which role a person may assume (with MFA).
+        self.job_groups: dict[str, aws.iam.Group] = {}
+        for role in ("platform-admin", "auditor"):
+            group = aws.iam.Group(f"{name}-{role}s", path="/billkit/", opts=child)
+            self.job_groups[role] = group
+            aws.iam.GroupPolicy(
+                f"{name}-{role}s-assume",
+                group=group.name,
+                policy=policy_json(statement("AssumeJobRole", ["sts:AssumeRole"], [self.roles[role].arn])),
+                opts=child,
+            )
 
         self.platform_admin_policy = aws.iam.Policy(
             f"{name}-platform-admin",
@@ -272,5 +275,6 @@ class Identity(pulumi.ComponentResource):
             {
                 "role_arns": {k: r.arn for k, r in self.roles.items()},
                 "humans_group": self.humans.name,
+                "job_groups": {k: g.name for k, g in self.job_groups.items()},
             }
         )

@@ -354,6 +354,13 @@ def test_identity(prod: tuple[Resource, ...]) -> None:
         for s in doc(p.inputs["policy"])["Statement"]:
             if s["Effect"] == "Allow":
                 assert "*" not in s.get("Action", []) and "iam:*" not in s.get("Action", []), p.name
+    # Each job group may assume exactly its own role.
+    groups = of(prod, "aws:iam/groupPolicy:GroupPolicy")
+    assert len(groups) == 2
+    for gp in groups:
+        role = gp.name.removeprefix("billkit-identity-").removesuffix("s-assume")
+        allowed = doc(gp.inputs["policy"])["Statement"][0]["Resource"]
+        assert allowed == [f"arn:aws:iam:eu-central-1:123456789012:role/billkit-identity-{role}"], gp.name
     arns = {
         a.inputs["policyArn"].rsplit("/", 1)[-1] for a in of(prod, "aws:iam/rolePolicyAttachment:RolePolicyAttachment")
     }
