@@ -5,6 +5,7 @@ One mock run per stack (billkit.plan.captured) serves every test of the session.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
 import json
@@ -377,3 +378,35 @@ def test_no_secret_in_stack_files_or_program_inputs(prod: tuple[Resource, ...]) 
     suspicious = [r.name for r in prod if r.custom and {"password", "secretString", "privateKey"} & set(r.inputs)]
     assert suspicious == []
     assert not of(prod, "aws:iam/accessKey:AccessKey")
+
+
+# --- secure defaults of the component arguments (callers must opt out explicitly) ----------------
+
+
+@pytest.mark.control("BAK-07", "BAK-01", "LOG-04", "EAR-02", "BAK-03", "LOG-01")
+def test_component_args_default_to_the_secure_setting() -> None:
+    from infra.audit import AuditArgs
+    from infra.backup import BackupArgs
+    from infra.buckets import SecureBucketArgs
+    from infra.database import DatabaseArgs
+    from infra.edge import EdgeArgs
+    from infra.keys import KeysArgs
+    from infra.network import NetworkArgs
+
+    def defaults(cls: type) -> dict[str, Any]:
+        return {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+
+    db = defaults(DatabaseArgs)
+    assert db["multi_az"] and db["deletion_protection"] and not db["skip_final_snapshot"]
+    assert db["backup_retention_days"] >= 35 and db["log_retention_days"] >= 365 and db["performance_insights"]
+    assert defaults(KeysArgs)["deletion_window_days"] == 30 and defaults(KeysArgs)["rotation_period_days"] <= 365
+    net = defaults(NetworkArgs)
+    assert net["flow_log_traffic_type"] == "ALL" and net["flow_log_retention_days"] >= 365 and net["nat_per_az"]
+    backup = defaults(BackupArgs)
+    assert backup["daily_retention_days"] >= 35 and backup["monthly_retention_days"] >= 365
+    assert backup["lock_changeable_for_days"] >= 3
+    audit = defaults(AuditArgs)
+    assert audit["object_lock_days"] >= 365 and audit["guardduty"] and audit["security_hub"]
+    edge = defaults(EdgeArgs)
+    assert edge["deletion_protection"] and edge["tls_policy"].startswith("ELBSecurityPolicy-TLS13")
+    assert not defaults(SecureBucketArgs)["force_destroy"]
