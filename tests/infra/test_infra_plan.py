@@ -172,3 +172,18 @@ def test_stack_policy_catches_one_change(
 ) -> None:
     assert _mutated(lambda _: None) == set()
     assert _mutated(change) == expected
+
+
+@pytest.mark.control("CMP-02")
+def test_cli_exits_1_and_lists_the_violations_of_a_refused_stack(
+    insecure: PlanResult, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import billkit.plan
+
+    monkeypatch.setattr(billkit.plan, "plan", lambda stack: insecure)
+    result = runner.invoke(app, ["plan", "--stack", "prod"])
+    assert result.exit_code == 1
+    n, m = len(insecure.violations), len(insecure.mandatory)
+    assert f"{n} violation(s), {m} mandatory" in result.output
+    assert f"{m} mandatory policy violation(s): the stack would be refused" in result.output
+    assert runner.invoke(app, ["plan", "--format", "json"]).exit_code == 1
