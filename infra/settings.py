@@ -60,6 +60,8 @@ def load(stack: str | None = None) -> StackSettings:
     if dr_region == region:
         raise ConfigError(f"billkit:drRegion must differ from aws:region ({region}): backups are copied off-site")
     az_count = cfg.get_int("azCount") or 3
+    if not 2 <= az_count <= 3:
+        raise ConfigError(f"billkit:azCount is {az_count}; use 2 or 3 zones")
     azs = cfg.get_object("availabilityZones")
     if azs is None:
         azs = [f"{region}{letter}" for letter in "abc"[:az_count]]

@@ -109,3 +109,14 @@ def test_flows_marked_lab_only_do_not_exist_in_aws() -> None:
     assert all(f.dst != topology.GATEWAY and f.src != topology.GATEWAY for f in topology.flows("aws"))
     # The AWS-only flows never reach the lab's nftables or segmentation matrix.
     assert all(f.dst != topology.AWS_APIS for f in topology.flows("lab"))
+
+
+@pytest.mark.control("NET-02")
+@settings(max_examples=40, deadline=None)
+@given(vpc=vpcs, az_count=st.integers(min_value=2, max_value=3))
+def test_rule_peers_stay_inside_the_vpc_or_are_the_internet(vpc: str, az_count: int) -> None:
+    parent = ipaddress.ip_network(vpc)
+    cidrs = [r.cidr for rules in topology.aws_nacl_rules(vpc, az_count).values() for r in rules]
+    cidrs += [c for r in topology.aws_sg_rules(vpc, az_count) for c in r.peer_cidrs]
+    for c in cidrs:
+        assert c == topology.ANY_IPV4 or ipaddress.ip_network(c).subnet_of(parent)  # type: ignore[arg-type]
