@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import subprocess
 import time
 from pathlib import Path
@@ -57,6 +58,12 @@ def test_app_encrypts_pan_but_only_the_payment_processor_decrypts(vault: VaultEn
         app.decrypt_data("pan", ciphertext)
     processor = vault.client(vault.processor_token).secrets.transit
     assert processor.decrypt_data("pan", ciphertext)["data"]["plaintext"] == PAN
+    # Every detokenization is in the audit trail, with who did it (and the plaintext HMAC-ed).
+    log = vault.cluster.active().paths.audit_file.read_text()
+    decrypts = [json.loads(line) for line in log.splitlines() if '"transit/decrypt/pan"' in line]
+    responses = [e for e in decrypts if e["type"] == "response" and not e.get("error")]
+    assert any("payment-processor" in e["auth"]["policies"] for e in responses)
+    assert PAN not in log
     with pytest.raises(hvac.exceptions.Forbidden):
         processor.encrypt_data("pii", PAN)  # the processor gets nothing else
     with pytest.raises(hvac.exceptions.Forbidden):
