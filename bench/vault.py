@@ -18,7 +18,7 @@ from pathlib import Path
 from billkit.vault import configure
 from billkit.vault.bootstrap import root_session
 from billkit.vault.deploy import StateLayout, converge, open_cluster
-from billkit.vault.local import LocalCluster, cert_installer
+from billkit.vault.local import cert_installer, start_local_cluster
 from billkit.vault.pki import ensure_root_ca
 
 
@@ -48,11 +48,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="billkit-bench-vault-") as tmp:
         base = Path(tmp)
         state = StateLayout(base / "state")
-        local = LocalCluster(base / "nodes")
-        local.prepare(ensure_root_ca(state.pki))
+        t0 = time.monotonic()
+        local = start_local_cluster(base / "nodes", ensure_root_ca(state.pki))
         try:
-            t0 = time.monotonic()
-            local.start_all()
             settings = configure.Settings(service_names=tuple(n.name for n in local.nodes), allow_localhost=True,
                                           app_cidrs=("127.0.0.0/8",))  # fmt: skip
             converge(local.nodes, state, settings, cert_installer(local))

@@ -271,6 +271,7 @@ def ensure_host_cert(c: hvac.Client, name: str, cert_path: Path, key_path: Path,
     if not needs_renewal(cert_path, fraction):
         return False
     cert = issue_cert(c, name, dns, ips)
+    cert_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     write_private(key_path, cert.private_key.encode())
     cert_path.write_text(cert.fullchain, encoding="ascii")
     return True

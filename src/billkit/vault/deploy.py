@@ -19,7 +19,7 @@ import hvac
 from billkit.vault import configure
 from billkit.vault.bootstrap import ADMIN_USER, Cluster, Progress, init_and_unseal, root_session, wait_voters
 from billkit.vault.keystore import Keystore
-from billkit.vault.pki import RootCA, ensure_root_ca, issuer_cn, pem_needs_renewal
+from billkit.vault.pki import RootCA, ensure_root_ca, issuer_cn, needs_renewal, pem_needs_renewal
 from billkit.vault.server import Node
 
 # Installs a node's certificate chain and key where the server reads them, then reloads it.
@@ -101,6 +101,19 @@ def fingerprint(nodes: tuple[Node, ...], settings: configure.Settings, db: confi
     return h.hexdigest()
 
 
+@dataclass(frozen=True)
+class ServiceCert:
+    """A certificate the PKI engine issues for another host's service, staged on the controller."""
+
+    name: str
+    dns: tuple[str, ...]
+    ips: tuple[str, ...]
+    folder: Path  # gets server.pem (leaf + chain) and server.key (0600)
+
+    def due(self) -> bool:
+        return needs_renewal(self.folder / "server.pem")
+
+
 def converge(
     nodes: tuple[Node, ...],
     state: StateLayout,
@@ -109,6 +122,7 @@ def converge(
     db: configure.Database | None = None,
     progress: Progress = _quiet,
     force: bool = False,
+    service_certs: tuple[ServiceCert, ...] = (),
 ) -> Result:
     """Bring the cluster to its desired state.
 
@@ -120,7 +134,7 @@ def converge(
     result.changes += init_and_unseal(cluster, progress)
     wanted = fingerprint(nodes, settings, db)
     material = cluster.keystore.load()
-    certs_due = any(node_cert_due(n, root) for n in nodes)
+    certs_due = any(node_cert_due(n, root) for n in nodes) or any(sc.due() for sc in service_certs)
     if not force and material.extra.get("config_fingerprint") == wanted and not certs_due:
         progress("Vault configuration unchanged since the last run: no root token needed")
         result.ssh_ca_public_key = state.ssh_user_ca.read_text().strip() if state.ssh_user_ca.exists() else ""
@@ -138,6 +152,10 @@ def converge(
             cluster.keystore.save(material)
             result.changes.append(f"administrator identity {ADMIN_USER} (password + TOTP, break-glass only)")
         result.changes += renew_node_certs(c, nodes, root, install_cert)
+        for sc in service_certs:
+            if configure.ensure_host_cert(c, sc.name, sc.folder / "server.pem", sc.folder / "server.key", sc.dns,
+                                          sc.ips):  # fmt: skip
+                result.changes.append(f"service certificate of {sc.name}")
         result.voters = wait_voters(c, len(nodes))
         material = cluster.keystore.load()
         material.extra["config_fingerprint"] = wanted

@@ -151,3 +151,21 @@ def cert_installer(cluster: LocalCluster):
         cluster.reload(node.name)
 
     return install
+
+
+def start_local_cluster(base: Path, ca: RootCA, size: int = 3, attempts: int = 3) -> LocalCluster:
+    """Pick free ports, write the nodes' files and start them; retry with new ports if one was taken
+    between picking and binding (other processes share loopback)."""
+    last: Exception | None = None
+    for attempt in range(attempts):
+        cluster = LocalCluster(base / f"try-{attempt}" if attempt else base, size)
+        cluster.prepare(ca)
+        try:
+            cluster.start_all()
+            return cluster
+        except (RuntimeError, TimeoutError) as exc:
+            cluster.close()
+            last = exc
+            if "address already in use" not in str(exc):
+                raise
+    raise RuntimeError(f"could not start a loopback Vault cluster after {attempts} attempts: {last}")

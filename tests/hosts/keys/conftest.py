@@ -18,7 +18,7 @@ import pytest
 from billkit.vault import configure
 from billkit.vault.bootstrap import Cluster, root_session
 from billkit.vault.deploy import Result, StateLayout, converge, open_cluster
-from billkit.vault.local import LocalCluster, cert_installer
+from billkit.vault.local import LocalCluster, cert_installer, start_local_cluster
 from billkit.vault.pki import RootCA, ensure_root_ca
 from tests.hosts.keys.support import Operator, VaultEnv, postgres, prepare_billing
 
@@ -35,11 +35,9 @@ ROTATION_DRILL_KEY = "rotation-drill"
 def vault(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VaultEnv]:
     base: Path = tmp_path_factory.mktemp("vault")
     state = StateLayout(base / "state")
-    local = LocalCluster(base / "nodes")
-    local.prepare(ensure_root_ca(state.pki))
+    local = start_local_cluster(base / "nodes", ensure_root_ca(state.pki))
     with contextlib.ExitStack() as stack:
         stack.callback(local.close)
-        local.start_all()
         settings = configure.Settings(
             service_names=tuple(n.name for n in local.nodes), allow_localhost=True, app_cidrs=("127.0.0.0/8",),
         )  # fmt: skip

@@ -17,7 +17,7 @@ from cryptography import x509
 
 from billkit.vault import configure
 from billkit.vault.bootstrap import root_session
-from billkit.vault.deploy import converge
+from billkit.vault.deploy import ServiceCert, converge
 from billkit.vault.local import cert_installer
 from billkit.vault.pki import cert_lifetime, issuer_cn
 from tests.hosts.keys.support import VaultEnv
@@ -200,3 +200,15 @@ def test_rerun_changes_nothing_and_needs_no_root(vault: VaultEnv) -> None:
     assert again.changes == []
     assert any("no root token needed" in s for s in said)
     assert vault.cluster.keystore.load().root_token is None
+
+
+@pytest.mark.control("ENC-05")
+def test_converge_issues_and_renews_other_hosts_service_certificates(vault: VaultEnv, tmp_path: Path) -> None:
+    sc = ServiceCert("db-1.billkit.internal", (), ("10.77.30.14",), tmp_path / "db-1")
+    first = converge(vault.local.nodes, vault.state, vault.settings, cert_installer(vault.local), service_certs=(sc,))
+    assert "service certificate of db-1.billkit.internal" in first.changes
+    pem = (sc.folder / "server.pem").read_text()
+    assert issuer_cn(pem) == "billkit lab intermediate CA" and cert_lifetime(pem).total_seconds() <= 72 * 3600
+    assert stat.S_IMODE((sc.folder / "server.key").stat().st_mode) == 0o600
+    again = converge(vault.local.nodes, vault.state, vault.settings, cert_installer(vault.local), service_certs=(sc,))
+    assert again.changes == []
