@@ -146,6 +146,8 @@ CASES: list[tuple[str, str, str, Callable[[Props], Any], str]] = [
     # VPC
     ("aws-ec2-securitygroup-disallow-admin-ports", SGI, "app-ingress",
      lambda p: p.update(fromPort=22.0, toPort=22.0), "ingress opens administration port 22 (from a security group)"),
+    ("aws-ec2-securitygroup-disallow-unlisted-ports", SGE, "app-egress-tcp5432",
+     lambda p: p.update(fromPort=6379.0, toPort=6379.0), "tcp port 6379 is used by no flow of the topology"),
     ("aws-ec2-securitygroup-disallow-public-ingress", SGI, "waf-ingress-tcp443",
      lambda p: p.update(fromPort=8443.0, toPort=8443.0),
      "ingress from the internet on tcp 8443; only [80, 443] may be public"),
