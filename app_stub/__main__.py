@@ -1,0 +1,49 @@
+"""Operator commands of the billing app: migrate, create the first admin, rewrap, verify the audit log."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m app_stub")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("migrate", help="apply SQL migrations (BILLKIT_APP_OWNER_DATABASE_URL)")
+    rw = sub.add_parser("rewrap", help="forced rewrap to the newest key versions, then retire old versions")
+    rw.add_argument("--rotate", action="store_true", help="rotate the transit keys first")
+    rw.add_argument("--batch", type=int, default=500)
+    sub.add_parser("verify-audit", help="verify the audit log's hash chain")
+    args = parser.parse_args(argv)
+    owner = os.environ.get("BILLKIT_APP_OWNER_DATABASE_URL", "")
+    if not owner:
+        print("set BILLKIT_APP_OWNER_DATABASE_URL (a libpq DSN for the schema owner)", file=sys.stderr)
+        return 2
+    if args.cmd == "migrate":
+        from app_stub.db import migrate
+
+        print("applied:", ", ".join(migrate(owner)) or "nothing (up to date)")
+        return 0
+    if args.cmd == "verify-audit":
+        from app_stub.audit_cli import verify_dsn
+
+        return verify_dsn(owner)
+    import hvac
+
+    from app_stub.crypto import Transit
+    from app_stub.rewrap import rewrap_all
+
+    url = os.environ.get("BILLKIT_APP_VAULT_URL", "https://127.0.0.1:8200")
+    token = os.environ.get("VAULT_TOKEN") or getpass.getpass("Vault token with the key-rotation policy: ")
+    ca = os.environ.get("BILLKIT_APP_VAULT_CA_FILE")
+    transit = Transit(lambda: hvac.Client(url=url, token=token, verify=ca or True))
+    stats = rewrap_all(owner, transit, batch=args.batch, rotate=args.rotate,
+                       progress=lambda what, n: print(f"  {what}: {n} rewrapped", file=sys.stderr))  # fmt: skip
+    print(f"rewrapped {stats.rewrapped}; min_decryption_version now {stats.min_decryption_version}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
