@@ -100,6 +100,11 @@ class Core:
         with self.pool.connection() as conn, conn.transaction():
             yield conn
 
+    def audit_apart(self, actor: str, action: str, target: str, outcome: str, **detail: Any) -> None:
+        """Audit a refusal in its own transaction (the refused change itself rolls back)."""
+        with self.tx() as conn:
+            audit.append(conn, self.now(), actor, action, target, outcome, **detail)
+
     # --- staff accounts ---------------------------------------------------------------
 
     def check_password_policy(self, password: str) -> None:
@@ -178,7 +183,7 @@ class Core:
                 raise generic
             uid, phash, failed, locked_until, totp_ct, changed = row
             if locked_until is not None and locked_until > now:
-                audit.append(conn, now, f"user:{uid}", "auth.login", f"user:{uid}", "refused-locked")
+                self.audit_apart(f"user:{uid}", "auth.login", f"user:{uid}", "refused-locked")
                 raise AppError(423, "account locked after too many failed attempts; try again later or ask an admin")
             try:
                 PH.verify(phash, password)
@@ -351,11 +356,12 @@ class Core:
     def step_up(self, conn: psycopg.Connection[Any], staff: Staff, code: str | None, purpose: str) -> None:
         """Step-up MFA: a fresh TOTP code for this one sensitive action (MFA-04)."""
         if not code:
-            audit.append(conn, self.now(), staff.actor, "auth.step_up", purpose, "missing")
+            self.audit_apart(staff.actor, "auth.step_up", purpose, "missing")
             raise AppError(401, f"step-up MFA required for {purpose}: send a current TOTP code")
         secret, last, failed, _ = self._user_totp(conn, staff.id)
         step = self._totp_ok(secret, code, last)
         if step is None:
+            self.audit_apart(staff.actor, "auth.step_up", purpose, "failure")
             raise AppError(401, "step-up MFA code invalid or already used")
         conn.execute("UPDATE staff.users SET totp_last_step = %s WHERE id = %s", (step, staff.id))
         audit.append(conn, self.now(), staff.actor, "auth.step_up", purpose)

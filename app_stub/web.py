@@ -244,8 +244,9 @@ async def current_staff(request: Request) -> Staff:
 
 
 def require(perm: Perm) -> Callable[..., Any]:
-    async def dep(staff: Annotated[Staff, Depends(current_staff)]) -> Staff:
+    async def dep(request: Request, staff: Annotated[Staff, Depends(current_staff)]) -> Staff:
         if perm not in staff.perms:
+            _core(request).audit_apart(staff.actor, "access.denied", str(perm), "refused")
             if not staff.training_current and staff.granted_roles:
                 raise AppError(403, f"permission denied: needs {perm}; acknowledge the current security training")
             raise AppError(403, f"permission denied: needs {perm}")
