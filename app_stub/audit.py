@@ -33,10 +33,22 @@ class _JsonLine(logging.Formatter):
         return json.dumps(event if event is not None else {"message": record.getMessage()}, sort_keys=True)
 
 
+class _Stdout(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever sys.stdout is at the time (so captured output and the journal both work)."""
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: ANN201
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, _value) -> None:  # noqa: ANN001
+        pass
+
+
 def configure_logging() -> None:
     """Send audit events to stdout as JSON lines (systemd puts them in the journal)."""
     if not any(getattr(h, "_billkit", False) for h in log.handlers):
-        handler = logging.StreamHandler(sys.stdout)
+        handler = _Stdout()
         handler.setFormatter(_JsonLine())
         handler._billkit = True  # type: ignore[attr-defined]
         log.addHandler(handler)
