@@ -61,25 +61,31 @@ class Transit:
         except hvac.exceptions.VaultError as exc:
             raise VaultError(f"transit {path}: {exc}") from None
 
+    # OpenBao refuses JSON bodies with too many strings: batches go in chunks.
+    CHUNK = 200
+
+    def _batch_post(self, path: str, items: list[dict[str, str]]) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for i in range(0, len(items), self.CHUNK):
+            out.extend(_batch(self._post(path, {"batch_input": items[i : i + self.CHUNK]})))
+        return out
+
     def encrypt(self, key: str, plaintexts: Sequence[bytes]) -> list[str]:
-        data = self._post(f"encrypt/{key}", {"batch_input": [{"plaintext": _b64(p)} for p in plaintexts]})
-        return [r["ciphertext"] for r in _batch(data)]
+        return [r["ciphertext"] for r in self._batch_post(f"encrypt/{key}", [{"plaintext": _b64(p)} for p in plaintexts])]
 
     def decrypt(self, key: str, ciphertexts: Sequence[str]) -> list[bytes]:
-        data = self._post(f"decrypt/{key}", {"batch_input": [{"ciphertext": c} for c in ciphertexts]})
-        return [base64.b64decode(r["plaintext"]) for r in _batch(data)]
+        res = self._batch_post(f"decrypt/{key}", [{"ciphertext": c} for c in ciphertexts])
+        return [base64.b64decode(r["plaintext"]) for r in res]
 
     def datakey(self, key: str) -> tuple[bytes, str]:
         data = self._post(f"datakey/plaintext/{key}", {"bits": 256})
         return base64.b64decode(data["plaintext"]), data["ciphertext"]
 
     def hmac(self, key: str, inputs: Sequence[bytes]) -> list[str]:
-        data = self._post(f"hmac/{key}/sha2-256", {"batch_input": [{"input": _b64(i)} for i in inputs]})
-        return [r["hmac"] for r in _batch(data)]
+        return [r["hmac"] for r in self._batch_post(f"hmac/{key}/sha2-256", [{"input": _b64(i)} for i in inputs])]
 
     def rewrap(self, key: str, ciphertexts: Sequence[str]) -> list[str]:
-        data = self._post(f"rewrap/{key}", {"batch_input": [{"ciphertext": c} for c in ciphertexts]})
-        return [r["ciphertext"] for r in _batch(data)]
+        return [r["ciphertext"] for r in self._batch_post(f"rewrap/{key}", [{"ciphertext": c} for c in ciphertexts])]
 
 
 def _batch(data: dict[str, Any]) -> list[dict[str, Any]]:

@@ -276,6 +276,8 @@ def openbao(base_dir: Path | None = None) -> Iterator[BaoServer]:
         cert, key = self_signed_cert(root / "tls")
         port = free_port()
         cluster_port = free_port()
+        while cluster_port == port:
+            cluster_port = free_port()
         url = f"https://{LOOPBACK}:{port}"
         (root / "data").mkdir()
         config = root / "bao.hcl"
