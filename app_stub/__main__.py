@@ -39,8 +39,13 @@ def main(argv: list[str] | None = None) -> int:
     token = os.environ.get("VAULT_TOKEN") or getpass.getpass("Vault token with the key-rotation policy: ")
     ca = os.environ.get("BILLKIT_APP_VAULT_CA_FILE")
     transit = Transit(lambda: hvac.Client(url=url, token=token, verify=ca or True))
-    stats = rewrap_all(owner, transit, batch=args.batch, rotate=args.rotate,
-                       progress=lambda what, n: print(f"  {what}: {n} rewrapped", file=sys.stderr))  # fmt: skip
+    stats = rewrap_all(
+        owner,
+        transit,
+        batch=args.batch,
+        rotate=args.rotate,
+        progress=lambda what, n: print(f"  {what}: {n} rewrapped", file=sys.stderr),
+    )
     print(f"rewrapped {stats.rewrapped}; min_decryption_version now {stats.min_decryption_version}")
     return 0
 

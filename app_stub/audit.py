@@ -58,17 +58,30 @@ def configure_logging() -> None:
 
 def _digest(prev: str, seq: int, at: str, actor: str, action: str, target: str, outcome: str, detail: Any) -> str:
     body = json.dumps(
-        {"seq": seq, "at": at, "actor": actor, "action": action, "target": target, "outcome": outcome,
-         "detail": detail},
-        sort_keys=True, separators=(",", ":"),
-    )  # fmt: skip
+        {
+            "seq": seq,
+            "at": at,
+            "actor": actor,
+            "action": action,
+            "target": target,
+            "outcome": outcome,
+            "detail": detail,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+    )
     return hashlib.sha256((prev + body).encode()).hexdigest()
 
 
 def append(
-    conn: psycopg.Connection[Any], now: dt.datetime, actor: str, action: str, target: str = "-",
-    outcome: str = "ok", **detail: Any,
-) -> str:  # fmt: skip
+    conn: psycopg.Connection[Any],
+    now: dt.datetime,
+    actor: str,
+    action: str,
+    target: str = "-",
+    outcome: str = "ok",
+    **detail: Any,
+) -> str:
     """Append one event inside the caller's transaction (so it commits or rolls back with the change)."""
     conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK,))
     row = conn.execute("SELECT seq, hash FROM audit.events ORDER BY seq DESC LIMIT 1").fetchone()
@@ -81,8 +94,22 @@ def append(
         "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
         (seq, at, actor, action, target, outcome, json.dumps(detail), prev, h),
     )
-    log.info(action, extra={"event": {"type": "audit", "seq": seq, "at": at, "actor": actor, "action": action,
-                                       "target": target, "outcome": outcome, "detail": detail, "hash": h}})  # fmt: skip
+    log.info(
+        action,
+        extra={
+            "event": {
+                "type": "audit",
+                "seq": seq,
+                "at": at,
+                "actor": actor,
+                "action": action,
+                "target": target,
+                "outcome": outcome,
+                "detail": detail,
+                "hash": h,
+            }
+        },
+    )
     return h
 
 

@@ -71,7 +71,9 @@ class Transit:
         return out
 
     def encrypt(self, key: str, plaintexts: Sequence[bytes]) -> list[str]:
-        return [r["ciphertext"] for r in self._batch_post(f"encrypt/{key}", [{"plaintext": _b64(p)} for p in plaintexts])]
+        return [
+            r["ciphertext"] for r in self._batch_post(f"encrypt/{key}", [{"plaintext": _b64(p)} for p in plaintexts])
+        ]
 
     def decrypt(self, key: str, ciphertexts: Sequence[str]) -> list[bytes]:
         res = self._batch_post(f"decrypt/{key}", [{"ciphertext": c} for c in ciphertexts])

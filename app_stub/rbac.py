@@ -31,18 +31,40 @@ class Perm(StrEnum):
 
 ROLE_PERMISSIONS: dict[str, frozenset[Perm]] = {
     # Administers staff accounts, roles and data-subject requests; no billing or card work.
-    "admin": frozenset({Perm.USERS_READ, Perm.USERS_MANAGE, Perm.ROLES_GRANT, Perm.AUDIT_READ, Perm.GDPR_EXPORT,
-                        Perm.GDPR_ERASE, Perm.CUSTOMERS_READ}),  # fmt: skip
+    "admin": frozenset(
+        {
+            Perm.USERS_READ,
+            Perm.USERS_MANAGE,
+            Perm.ROLES_GRANT,
+            Perm.AUDIT_READ,
+            Perm.GDPR_EXPORT,
+            Perm.GDPR_ERASE,
+            Perm.CUSTOMERS_READ,
+        }
+    ),
     # Day-to-day billing: customers, invoices, credit notes, taking card payments (never sees a PAN).
-    "billing_clerk": frozenset({Perm.CUSTOMERS_READ, Perm.CUSTOMERS_WRITE, Perm.INVOICES_READ, Perm.INVOICES_WRITE,
-                                Perm.INVOICES_ISSUE, Perm.INVOICES_VOID, Perm.CREDIT_NOTES_WRITE,
-                                Perm.PAYMENTS_READ, Perm.PAYMENTS_CHARGE, Perm.CARDS_TOKENIZE}),  # fmt: skip
+    "billing_clerk": frozenset(
+        {
+            Perm.CUSTOMERS_READ,
+            Perm.CUSTOMERS_WRITE,
+            Perm.INVOICES_READ,
+            Perm.INVOICES_WRITE,
+            Perm.INVOICES_ISSUE,
+            Perm.INVOICES_VOID,
+            Perm.CREDIT_NOTES_WRITE,
+            Perm.PAYMENTS_READ,
+            Perm.PAYMENTS_CHARGE,
+            Perm.CARDS_TOKENIZE,
+        }
+    ),
     # Payments and the only role that may detokenize (with step-up MFA).
-    "payment_processor": frozenset({Perm.INVOICES_READ, Perm.PAYMENTS_READ, Perm.PAYMENTS_CHARGE,
-                                    Perm.CARDS_TOKENIZE, Perm.CARDS_DETOKENIZE}),  # fmt: skip
+    "payment_processor": frozenset(
+        {Perm.INVOICES_READ, Perm.PAYMENTS_READ, Perm.PAYMENTS_CHARGE, Perm.CARDS_TOKENIZE, Perm.CARDS_DETOKENIZE}
+    ),
     # Read only, including the audit log.
-    "auditor": frozenset({Perm.CUSTOMERS_READ, Perm.INVOICES_READ, Perm.PAYMENTS_READ, Perm.AUDIT_READ,
-                          Perm.USERS_READ}),  # fmt: skip
+    "auditor": frozenset(
+        {Perm.CUSTOMERS_READ, Perm.INVOICES_READ, Perm.PAYMENTS_READ, Perm.AUDIT_READ, Perm.USERS_READ}
+    ),
 }
 ROLES = tuple(ROLE_PERMISSIONS)
 

@@ -39,9 +39,13 @@ def latest_version(transit: Transit, key: str) -> int:
 
 
 def rewrap_all(
-    owner_dsn: str, transit: Transit, batch: int = 500, rotate: bool = False,
-    progress: Callable[[str, int], None] | None = None, stop_after: int | None = None,
-) -> RewrapStats:  # fmt: skip
+    owner_dsn: str,
+    transit: Transit,
+    batch: int = 500,
+    rotate: bool = False,
+    progress: Callable[[str, int], None] | None = None,
+    stop_after: int | None = None,
+) -> RewrapStats:
     """Rewrap everything to the latest key versions (rotating first if asked), then retire older versions.
 
     ``transit`` must carry the ``key-rotation`` policy; ``owner_dsn`` a role that can update the

@@ -6,6 +6,7 @@ written entirely or not at all. Vault calls happen before the transaction opens.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import hmac
@@ -81,9 +82,14 @@ class Hooks:
 
 class Core:
     def __init__(
-        self, settings: Settings, pool: ConnectionPool, tokenizer_pool: ConnectionPool, transit: Transit,
-        processor: Transit, gateway: PaymentGateway,
-    ) -> None:  # fmt: skip
+        self,
+        settings: Settings,
+        pool: ConnectionPool,
+        tokenizer_pool: ConnectionPool,
+        transit: Transit,
+        processor: Transit,
+        gateway: PaymentGateway,
+    ) -> None:
         self.s = settings
         self.pool = pool
         self.transit = transit
@@ -146,9 +152,7 @@ class Core:
             r[0] for r in conn.execute("SELECT role FROM staff.user_roles WHERE user_id = %s", (user_id,))
         )
         current = (
-            row[2] == self.s.training_version
-            and row[3] is not None
-            and row[3] + self.s.training_validity > self.now()
+            row[2] == self.s.training_version and row[3] is not None and row[3] + self.s.training_validity > self.now()
         )
         return Staff(row[0], row[1], granted if current else frozenset(), granted, current)
 
@@ -175,10 +179,8 @@ class Core:
                 (username[:64],),
             ).fetchone()
             if row is None:
-                try:
+                with contextlib.suppress(VerificationError, InvalidHashError):
                     PH.verify(_DUMMY_HASH, password)  # same cost whether or not the user exists
-                except (VerificationError, InvalidHashError):
-                    pass
                 audit.append(conn, now, "anonymous", "auth.login", "user:unknown", "failure")
                 raise generic
             uid, phash, failed, locked_until, totp_ct, changed = row
@@ -241,15 +243,14 @@ class Core:
             audit.append(conn, self.now(), f"user:{sess.user_id}", "auth.logout", f"user:{sess.user_id}")
 
     def _set_stage(self, conn: psycopg.Connection[Any], sess: Session, uid: int) -> str:
-        (changed,) = conn.execute(
-            "SELECT password_changed_at FROM staff.users WHERE id = %s", (uid,)
-        ).fetchone()  # type: ignore[misc]
+        (changed,) = conn.execute("SELECT password_changed_at FROM staff.users WHERE id = %s", (uid,)).fetchone()  # type: ignore[misc]
         stage = "password" if changed + self.s.password_max_age < self.now() else "full"
         # a fresh session id after authentication would need a new cookie; the stage moves on the same row,
         # whose id was created at password time within this login (no fixation: ids are never accepted
         # from the client before login).
-        conn.execute("UPDATE staff.sessions SET stage = %s, pending_totp_ct = NULL WHERE id_hash = %s",
-                     (stage, sess.id_hash))  # fmt: skip
+        conn.execute(
+            "UPDATE staff.sessions SET stage = %s, pending_totp_ct = NULL WHERE id_hash = %s", (stage, sess.id_hash)
+        )
         return stage
 
     def _totp_ok(self, secret: str, code: str, last_step: int) -> int | None:
@@ -323,9 +324,7 @@ class Core:
         ct = self.transit.encrypt(vs.KEY_PII, [secret.encode()])[0]
         with self.tx() as conn:
             conn.execute("UPDATE staff.sessions SET pending_totp_ct = %s WHERE id_hash = %s", (ct, sess.id_hash))
-            (username,) = conn.execute(
-                "SELECT username FROM staff.users WHERE id = %s", (sess.user_id,)
-            ).fetchone()  # type: ignore[misc]
+            (username,) = conn.execute("SELECT username FROM staff.users WHERE id = %s", (sess.user_id,)).fetchone()  # type: ignore[misc]
         sess.pending_totp_ct = ct
         return pyotp.TOTP(secret).provisioning_uri(name=username, issuer_name=self.s.issuer)
 
@@ -378,8 +377,7 @@ class Core:
             except (VerificationError, InvalidHashError):
                 raise AppError(401, "current password is wrong") from None
             history = conn.execute(
-                "SELECT password_hash FROM staff.password_history WHERE user_id = %s ORDER BY changed_at DESC "
-                "LIMIT %s",
+                "SELECT password_hash FROM staff.password_history WHERE user_id = %s ORDER BY changed_at DESC LIMIT %s",
                 (sess.user_id, self.s.password_history),
             ).fetchall()
             for (old_hash,) in history:
@@ -389,10 +387,14 @@ class Core:
                     continue
                 raise _bad(f"password was used recently: choose one not among your last {self.s.password_history}")
             h = PH.hash(new)
-            conn.execute("UPDATE staff.users SET password_hash = %s, password_changed_at = %s WHERE id = %s",
-                         (h, now, sess.user_id))  # fmt: skip
-            conn.execute("INSERT INTO staff.password_history (user_id, password_hash, changed_at) VALUES (%s,%s,%s)",
-                         (sess.user_id, h, now))  # fmt: skip
+            conn.execute(
+                "UPDATE staff.users SET password_hash = %s, password_changed_at = %s WHERE id = %s",
+                (h, now, sess.user_id),
+            )
+            conn.execute(
+                "INSERT INTO staff.password_history (user_id, password_hash, changed_at) VALUES (%s,%s,%s)",
+                (sess.user_id, h, now),
+            )
             if sess.stage == "password":
                 conn.execute("UPDATE staff.sessions SET stage = 'full' WHERE id_hash = %s", (sess.id_hash,))
                 sess.stage = "full"
@@ -423,8 +425,9 @@ class Core:
                     "ON CONFLICT DO NOTHING",
                     (user_id, role, staff.id, now),
                 )
-            audit.append(conn, now, staff.actor, "role.revoke" if revoke else "role.grant", f"user:{user_id}",
-                         role=role)  # fmt: skip
+            audit.append(
+                conn, now, staff.actor, "role.revoke" if revoke else "role.grant", f"user:{user_id}", role=role
+            )
 
     def list_users(self, staff: Staff) -> list[dict[str, Any]]:
         with self.tx() as conn:
@@ -434,8 +437,9 @@ class Core:
                 "FROM staff.users u LEFT JOIN staff.user_roles r ON r.user_id = u.id GROUP BY u.id ORDER BY u.id"
             ).fetchall()
             audit.append(conn, self.now(), staff.actor, "user.list", "users")
-        return [{"id": r[0], "username": r[1], "locked_until": r[2], "training_version": r[3], "roles": r[4]}
-                for r in rows]  # fmt: skip
+        return [
+            {"id": r[0], "username": r[1], "locked_until": r[2], "training_version": r[3], "roles": r[4]} for r in rows
+        ]
 
     # --- customers (personal data: envelope-encrypted) ---------------------------------
 
@@ -451,9 +455,17 @@ class Core:
             conn.execute(
                 "INSERT INTO billing.customers (id, name_ct, email_ct, address_ct, tax_id_ct, email_bidx, "
                 "tax_id_bidx, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-                (cid, sealed["name"], sealed["email"], sealed["address"], sealed["tax_id"], email_idx,
-                 tax_idx if fields.get("tax_id") else None, now),
-            )  # fmt: skip
+                (
+                    cid,
+                    sealed["name"],
+                    sealed["email"],
+                    sealed["address"],
+                    sealed["tax_id"],
+                    email_idx,
+                    tax_idx if fields.get("tax_id") else None,
+                    now,
+                ),
+            )
             conn.execute(
                 "INSERT INTO billing.customer_keys (customer_id, wrapped_key, created_at) VALUES (%s, %s, %s)",
                 (cid, wrapped, now),
@@ -490,7 +502,8 @@ class Core:
                 "SELECT id, name_ct, email_ct, address_ct, tax_id_ct, created_at FROM billing.customers WHERE id = %s",
                 (cid,),
             ).fetchone()
-            assert row is not None
+            if row is None:
+                raise AppError(404, "not found")
             audit.append(conn, self.now(), staff.actor, "customer.read", f"customer:{cid}")
         return self._open_customer(key, row)
 
@@ -519,8 +532,12 @@ class Core:
     def find_customers(self, staff: Staff, email: str) -> list[int]:
         (idx,) = self.cipher.blind_indexes([email])
         with self.tx() as conn:
-            ids = [r[0] for r in conn.execute(
-                "SELECT id FROM billing.customers WHERE email_bidx = %s AND erased_at IS NULL ORDER BY id", (idx,))]  # fmt: skip
+            ids = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT id FROM billing.customers WHERE email_bidx = %s AND erased_at IS NULL ORDER BY id", (idx,)
+                )
+            ]
             audit.append(conn, self.now(), staff.actor, "customer.search", "customers", matches=len(ids))
         return ids
 
@@ -543,16 +560,23 @@ class Core:
             row = conn.execute(
                 "SELECT name_ct, address_ct FROM billing.customers WHERE id = %s", (customer_id,)
             ).fetchone()
-            assert row is not None
-            bill_to = json.dumps({"name": self.cipher.open(key, customer_id, "name", row[0]),
-                                  "address": self.cipher.open(key, customer_id, "address", row[1])})  # fmt: skip
+            if row is None:
+                raise AppError(404, "not found")
+            bill_to = json.dumps(
+                {
+                    "name": self.cipher.open(key, customer_id, "name", row[0]),
+                    "address": self.cipher.open(key, customer_id, "address", row[1]),
+                }
+            )
             (iid,) = conn.execute(
                 "INSERT INTO billing.invoices (customer_id, currency, subtotal_minor, tax_minor, total_minor, "
                 "created_by, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",
                 (customer_id, currency, subtotal, tax_total, subtotal + tax_total, staff.id, now),
             ).fetchone()  # type: ignore[misc]
-            conn.execute("UPDATE billing.invoices SET bill_to_ct = %s WHERE id = %s",
-                         (self.cipher.seal(key, customer_id, f"invoice:{iid}:bill_to", bill_to), iid))  # fmt: skip
+            conn.execute(
+                "UPDATE billing.invoices SET bill_to_ct = %s WHERE id = %s",
+                (self.cipher.seal(key, customer_id, f"invoice:{iid}:bill_to", bill_to), iid),
+            )
             with conn.cursor() as cur:
                 cur.executemany(
                     "INSERT INTO billing.invoice_lines (invoice_id, position, description, quantity, "
@@ -564,15 +588,28 @@ class Core:
 
     def _invoice_row(self, conn: psycopg.Connection[Any], iid: int, lock: bool = False) -> dict[str, Any]:
         row = conn.execute(
-            "SELECT id, customer_id, currency, state, subtotal_minor, tax_minor, total_minor, credited_minor, "
+            "SELECT id, customer_id, currency, state, subtotal_minor, tax_minor, total_minor, credited_minor, "  # noqa: S608
             "paid_minor, created_at, issued_at, paid_at, voided_at FROM billing.invoices WHERE id = %s"
             + (" FOR UPDATE" if lock else ""),
             (iid,),
         ).fetchone()
         if row is None:
             raise AppError(404, f"no invoice {iid}")
-        keys = ("id", "customer_id", "currency", "state", "subtotal_minor", "tax_minor", "total_minor",
-                "credited_minor", "paid_minor", "created_at", "issued_at", "paid_at", "voided_at")  # fmt: skip
+        keys = (
+            "id",
+            "customer_id",
+            "currency",
+            "state",
+            "subtotal_minor",
+            "tax_minor",
+            "total_minor",
+            "credited_minor",
+            "paid_minor",
+            "created_at",
+            "issued_at",
+            "paid_at",
+            "voided_at",
+        )
         inv = dict(zip(keys, row, strict=True))
         inv["balance_minor"] = inv["total_minor"] - inv["credited_minor"] - inv["paid_minor"]
         return inv
@@ -581,12 +618,27 @@ class Core:
         with self.tx() as conn:
             inv = self._invoice_row(conn, iid)
             inv["lines"] = [
-                dict(zip(("position", "description", "quantity", "unit_price_minor", "tax_rate_bp", "net_minor",
-                          "tax_minor"), r, strict=True))
+                dict(
+                    zip(
+                        (
+                            "position",
+                            "description",
+                            "quantity",
+                            "unit_price_minor",
+                            "tax_rate_bp",
+                            "net_minor",
+                            "tax_minor",
+                        ),
+                        r,
+                        strict=True,
+                    )
+                )
                 for r in conn.execute(
                     "SELECT position, description, quantity, unit_price_minor, tax_rate_bp, net_minor, tax_minor "
-                    "FROM billing.invoice_lines WHERE invoice_id = %s ORDER BY position", (iid,))
-            ]  # fmt: skip
+                    "FROM billing.invoice_lines WHERE invoice_id = %s ORDER BY position",
+                    (iid,),
+                )
+            ]
             inv["payments"] = self._payments(conn, "p.invoice_id = %s", (iid,))
             inv["credit_notes"] = [
                 {"id": r[0], "amount_minor": r[1], "reason": r[2]}
@@ -629,7 +681,9 @@ class Core:
                 "VALUES (%s, %s, %s, %s, %s) RETURNING id",
                 (iid, amount, reason, staff.id, now),
             ).fetchone()  # type: ignore[misc]
-            conn.execute("UPDATE billing.invoices SET credited_minor = credited_minor + %s WHERE id = %s", (amount, iid))
+            conn.execute(
+                "UPDATE billing.invoices SET credited_minor = credited_minor + %s WHERE id = %s", (amount, iid)
+            )
             inv = self._invoice_row(conn, iid)
             if inv["state"] == "issued" and inv["balance_minor"] <= 0:
                 conn.execute("UPDATE billing.invoices SET state = 'paid', paid_at = %s WHERE id = %s", (now, iid))
@@ -649,7 +703,8 @@ class Core:
             )
             audit.append(conn, now, staff.actor, "card.tokenize", f"card:{token}", brand=card.brand, last4=card.last4)
             details = token_details(conn, token)
-        assert details is not None
+        if details is None:
+            raise AppError(500, "card was not stored")
         return details
 
     def detokenize(self, staff: Staff, token: str, code: str | None) -> dict[str, Any]:
@@ -667,7 +722,7 @@ class Core:
 
     def _payments(self, conn: psycopg.Connection[Any], where: str, args: tuple[Any, ...]) -> list[dict[str, Any]]:
         rows = conn.execute(
-            "SELECT p.id, p.invoice_id, p.amount_minor, p.currency, p.status, p.gateway_charge_id, p.decline_reason, "
+            "SELECT p.id, p.invoice_id, p.amount_minor, p.currency, p.status, p.gateway_charge_id, p.decline_reason, "  # noqa: S608
             "p.created_at, c.token, c.brand, c.last4, c.exp_month, c.exp_year FROM billing.payments p "
             f"JOIN billing.cards c ON c.token = p.card_token WHERE {where} ORDER BY p.id",  # noqa: S608
             args,
@@ -720,11 +775,7 @@ class Core:
                     raise AppError(409, f"invoice {iid} has nothing left to pay")
                 if token is not None and token_details(conn, token) is None:
                     raise AppError(404, "unknown card token")
-            if card is not None:
-                card_token = self.tokens.tokenize(card, now)
-            else:
-                assert token is not None
-                card_token = token
+            card_token = self.tokens.tokenize(card, now) if card is not None else token or ""
             with self.tx() as conn:
                 inv = self._invoice_row(conn, iid, lock=True)
                 if card is not None:
@@ -743,8 +794,15 @@ class Core:
                 if row is None:
                     raise AppError(409, "a concurrent request with this Idempotency-Key is in progress; retry it")
                 pid = row[0]
-                audit.append(conn, now, staff.actor, "payment.start", f"payment:{pid}", invoice=iid,
-                             amount_minor=inv["balance_minor"])  # fmt: skip
+                audit.append(
+                    conn,
+                    now,
+                    staff.actor,
+                    "payment.start",
+                    f"payment:{pid}",
+                    invoice=iid,
+                    amount_minor=inv["balance_minor"],
+                )
         return self._charge_and_record(staff, pid, card_token, idempotency_key, pan)
 
     def _charge_and_record(self, staff: Staff, pid: int, card_token: str, key: str, pan: str | None) -> dict[str, Any]:
@@ -775,8 +833,16 @@ class Core:
                     (paid, done, done, now, iid),
                 )
             if updated is not None:
-                audit.append(conn, now, staff.actor, f"payment.{status}", f"payment:{pid}", invoice=iid,
-                             charge=result.charge_id, outcome_reason=result.reason)  # fmt: skip
+                audit.append(
+                    conn,
+                    now,
+                    staff.actor,
+                    f"payment.{status}",
+                    f"payment:{pid}",
+                    invoice=iid,
+                    charge=result.charge_id,
+                    outcome_reason=result.reason,
+                )
         return self._payment_result(pid, replayed=updated is None)
 
     def _payment_result(self, pid: int, replayed: bool) -> dict[str, Any]:
@@ -804,7 +870,8 @@ class Core:
                 "SELECT id, name_ct, email_ct, address_ct, tax_id_ct, created_at FROM billing.customers WHERE id = %s",
                 (cid,),
             ).fetchone()
-            assert row is not None
+            if row is None:
+                raise AppError(404, "not found")
             customer = self._open_customer(key, row)
             invoices = []
             for (iid,) in conn.execute("SELECT id FROM billing.invoices WHERE customer_id = %s ORDER BY id", (cid,)):

@@ -29,6 +29,8 @@ POLICY_PROCESSOR = "payment-processor"
 POLICY_ROTATION = "key-rotation"
 APPROLE_MOUNT = "approle"
 AUTO_ROTATE_PERIOD = "2160h"  # 90 days
+# AppRole token and secret-ID lifetimes (durations, not secrets)
+LIFETIMES = {"token_ttl": "1h", "token_max_ttl": "4h", "secret_id_ttl": "24h"}
 
 
 def policies(mount: str = TRANSIT_MOUNT) -> dict[str, str]:
@@ -49,10 +51,12 @@ def policies(mount: str = TRANSIT_MOUNT) -> dict[str, str]:
         ),
         POLICY_PROCESSOR: rule(f"decrypt/{KEY_PAN}", "update"),
         POLICY_ROTATION: "".join(
-            rule(f"keys/{k}", "read") + rule(f"keys/{k}/rotate", "update") + rule(f"keys/{k}/config", "update")
+            rule(f"keys/{k}", "read")
+            + rule(f"keys/{k}/rotate", "update")
+            + rule(f"keys/{k}/config", "update")
             + rule(f"rewrap/{k}", "update")
             for k in (KEY_PAN, KEY_PII)
-        ),  # fmt: skip
+        ),
     }
 
 
@@ -72,8 +76,11 @@ def ensure_vault(client: Any, mount: str = TRANSIT_MOUNT, suffix: str = "") -> A
     mounts = client.sys.list_mounted_secrets_engines()["data"]
     if f"{mount}/" not in mounts:
         client.sys.enable_secrets_engine("transit", path=mount)
-    for name, body in ((KEY_PAN, {"type": "aes256-gcm96"}), (KEY_PII, {"type": "aes256-gcm96"}),
-                       (KEY_HMAC, {"type": "hmac", "key_size": 32})):  # fmt: skip
+    for name, body in (
+        (KEY_PAN, {"type": "aes256-gcm96"}),
+        (KEY_PII, {"type": "aes256-gcm96"}),
+        (KEY_HMAC, {"type": "hmac", "key_size": 32}),
+    ):
         existing = client.adapter.get(f"/v1/{mount}/keys/{name}", raise_exception=False)
         if not existing or "data" not in existing:
             client.adapter.post(f"/v1/{mount}/keys/{name}", json=body)
@@ -87,9 +94,12 @@ def ensure_vault(client: Any, mount: str = TRANSIT_MOUNT, suffix: str = "") -> A
     ids = []
     for role, policy in ((POLICY_APP, POLICY_APP), (POLICY_PROCESSOR, POLICY_PROCESSOR)):
         client.auth.approle.create_or_update_approle(
-            role_name=role + suffix, token_policies=[policy + suffix], token_ttl="1h", token_max_ttl="4h",
-            secret_id_ttl="24h", secret_id_num_uses=0, mount_point=APPROLE_MOUNT,
-        )  # fmt: skip
+            role_name=role + suffix,
+            token_policies=[policy + suffix],
+            **LIFETIMES,
+            secret_id_num_uses=0,
+            mount_point=APPROLE_MOUNT,
+        )
         ids.append(client.auth.approle.read_role_id(role + suffix, mount_point=APPROLE_MOUNT)["data"]["role_id"])
     return AppRoleIds(ids[0], ids[1])
 

@@ -4,7 +4,6 @@
 Every API route declares the permission it needs in ``openapi_extra["x-permission"]``.
 """
 
-
 import hmac
 import secrets
 from collections.abc import AsyncIterator, Callable
@@ -166,8 +165,9 @@ def _install_handlers(app: FastAPI) -> None:
 
     def page_or_json(request: Request, status: int, message: str) -> Response:
         if _wants_html(request):
-            return templates.TemplateResponse(request, "error.html", {"status": status, "message": message},
-                                              status_code=status)  # fmt: skip
+            return templates.TemplateResponse(
+                request, "error.html", {"status": status, "message": message}, status_code=status
+            )
         return JSONResponse({"detail": message}, status_code=status)
 
     @app.exception_handler(AppError)
@@ -260,8 +260,15 @@ def _perm(p: Perm) -> dict[str, Any]:
 
 
 def _set_session_cookie(response: Response, cookie: str, s: Settings) -> None:
-    response.set_cookie(COOKIE, cookie, httponly=True, secure=s.secure_cookies, samesite="strict", path="/",
-                        max_age=int(s.idle_timeout.total_seconds()) + 60)  # fmt: skip
+    response.set_cookie(
+        COOKIE,
+        cookie,
+        httponly=True,
+        secure=s.secure_cookies,
+        samesite="strict",
+        path="/",
+        max_age=int(s.idle_timeout.total_seconds()) + 60,
+    )
 
 
 def _card(core: Core, c: CardIn) -> Card:
@@ -318,9 +325,14 @@ def _api_routes(app: FastAPI, core: Core) -> None:
 
     @app.get("/api/me", tags=["auth"])
     def api_me(staff: S) -> dict[str, Any]:
-        return {"id": staff.id, "username": staff.username, "roles": sorted(staff.roles),
-                "granted_roles": sorted(staff.granted_roles), "training_current": staff.training_current,
-                "permissions": sorted(staff.perms)}  # fmt: skip
+        return {
+            "id": staff.id,
+            "username": staff.username,
+            "roles": sorted(staff.roles),
+            "granted_roles": sorted(staff.granted_roles),
+            "training_current": staff.training_current,
+            "permissions": sorted(staff.perms),
+        }
 
     @app.post("/api/training/acknowledge", tags=["auth"])
     def api_training(staff: S) -> dict[str, Any]:
@@ -336,14 +348,22 @@ def _api_routes(app: FastAPI, core: Core) -> None:
         return {"id": core.create_user(body.username, body.password, staff.actor)}
 
     @app.post("/api/users/{user_id}/roles", tags=["staff"], openapi_extra=_perm(Perm.ROLES_GRANT))
-    def api_grant(user_id: int, body: RoleIn, staff: R(Perm.ROLES_GRANT),
-                  x_step_up_code: Annotated[str | None, Header(max_length=40)] = None) -> dict[str, str]:  # fmt: skip
+    def api_grant(
+        user_id: int,
+        body: RoleIn,
+        staff: R(Perm.ROLES_GRANT),
+        x_step_up_code: Annotated[str | None, Header(max_length=40)] = None,
+    ) -> dict[str, str]:
         core.grant_role(staff, user_id, body.role, x_step_up_code)
         return {"status": "granted"}
 
     @app.delete("/api/users/{user_id}/roles/{role}", tags=["staff"], openapi_extra=_perm(Perm.ROLES_GRANT))
-    def api_revoke(user_id: int, role: str, staff: R(Perm.ROLES_GRANT),
-                   x_step_up_code: Annotated[str | None, Header(max_length=40)] = None) -> dict[str, str]:  # fmt: skip
+    def api_revoke(
+        user_id: int,
+        role: str,
+        staff: R(Perm.ROLES_GRANT),
+        x_step_up_code: Annotated[str | None, Header(max_length=40)] = None,
+    ) -> dict[str, str]:
         core.grant_role(staff, user_id, role, x_step_up_code, revoke=True)
         return {"status": "revoked"}
 
@@ -393,14 +413,22 @@ def _api_routes(app: FastAPI, core: Core) -> None:
     def api_void(iid: int, staff: R(Perm.INVOICES_VOID)) -> dict[str, Any]:
         return core.transition(staff, iid, "void")
 
-    @app.post("/api/invoices/{iid}/credit-notes", tags=["invoices"], status_code=201,
-              openapi_extra=_perm(Perm.CREDIT_NOTES_WRITE))  # fmt: skip
+    @app.post(
+        "/api/invoices/{iid}/credit-notes",
+        tags=["invoices"],
+        status_code=201,
+        openapi_extra=_perm(Perm.CREDIT_NOTES_WRITE),
+    )
     def api_credit(iid: int, body: CreditNoteIn, staff: R(Perm.CREDIT_NOTES_WRITE)) -> dict[str, Any]:
         return {"id": core.credit_note(staff, iid, body.amount_minor, body.reason)}
 
     @app.post("/api/invoices/{iid}/payments", tags=["payments"], openapi_extra=_perm(Perm.PAYMENTS_CHARGE))
-    def api_pay(iid: int, body: PaymentIn, staff: R(Perm.PAYMENTS_CHARGE),
-                idempotency_key: Annotated[str | None, Header(max_length=100)] = None) -> dict[str, Any]:  # fmt: skip
+    def api_pay(
+        iid: int,
+        body: PaymentIn,
+        staff: R(Perm.PAYMENTS_CHARGE),
+        idempotency_key: Annotated[str | None, Header(max_length=100)] = None,
+    ) -> dict[str, Any]:
         card = _card(core, body.card) if body.card else None
         return core.pay(staff, iid, idempotency_key or "", card, body.token)
 
@@ -413,8 +441,11 @@ def _api_routes(app: FastAPI, core: Core) -> None:
         return core.tokenize(staff, _card(core, body))
 
     @app.post("/api/cards/{token}/detokenize", tags=["cards"], openapi_extra=_perm(Perm.CARDS_DETOKENIZE))
-    def api_detokenize(token: Annotated[str, Field(max_length=40)], staff: R(Perm.CARDS_DETOKENIZE),
-                       x_step_up_code: Annotated[str | None, Header(max_length=40)] = None) -> dict[str, Any]:  # fmt: skip
+    def api_detokenize(
+        token: Annotated[str, Field(max_length=40)],
+        staff: R(Perm.CARDS_DETOKENIZE),
+        x_step_up_code: Annotated[str | None, Header(max_length=40)] = None,
+    ) -> dict[str, Any]:
         return core.detokenize(staff, token, x_step_up_code)
 
     @app.get("/api/audit", tags=["audit"], openapi_extra=_perm(Perm.AUDIT_READ))
@@ -459,9 +490,12 @@ def _ui_routes(app: FastAPI, core: Core) -> None:
         return resp
 
     @app.post("/login", include_in_schema=False)
-    def login_post(request: Request, username: Annotated[str, Form(max_length=64)],
-                   password: Annotated[str, Form(max_length=256)], csrf_token: Annotated[str, Form(max_length=100)]
-                   ) -> Response:  # fmt: skip
+    def login_post(
+        request: Request,
+        username: Annotated[str, Form(max_length=64)],
+        password: Annotated[str, Form(max_length=256)],
+        csrf_token: Annotated[str, Form(max_length=100)],
+    ) -> Response:
         expected = request.cookies.get(LOGIN_CSRF, "")
         if not expected or not hmac.compare_digest(expected, csrf_token):
             raise AppError(403, "CSRF token missing or wrong: reload the login page")
@@ -507,8 +541,12 @@ def _ui_routes(app: FastAPI, core: Core) -> None:
         return page(request, "password.html")
 
     @app.post("/password", include_in_schema=False)
-    def password_post(request: Request, sess: UP, old_password: Annotated[str, Form(max_length=256)],
-                      new_password: Annotated[str, Form(max_length=256)]) -> Response:  # fmt: skip
+    def password_post(
+        request: Request,
+        sess: UP,
+        old_password: Annotated[str, Form(max_length=256)],
+        new_password: Annotated[str, Form(max_length=256)],
+    ) -> Response:
         try:
             core.change_password(sess, old_password, new_password)
         except AppError as exc:
@@ -536,9 +574,14 @@ def _ui_routes(app: FastAPI, core: Core) -> None:
         return page(request, "customers.html", staff=staff, customers=core.list_customers(staff))
 
     @app.post("/customers", include_in_schema=False)
-    def customers_post(request: Request, staff: R(Perm.CUSTOMERS_WRITE), name: Annotated[str, Form()],
-                       email: Annotated[str, Form()], address: Annotated[str, Form()],
-                       tax_id: Annotated[str, Form()] = "") -> Response:  # fmt: skip
+    def customers_post(
+        request: Request,
+        staff: R(Perm.CUSTOMERS_WRITE),
+        name: Annotated[str, Form()],
+        email: Annotated[str, Form()],
+        address: Annotated[str, Form()],
+        tax_id: Annotated[str, Form()] = "",
+    ) -> Response:
         body = CustomerIn(name=name, email=email, address=address, tax_id=tax_id)
         core.create_customer(staff, body.model_dump())
         return RedirectResponse("/customers", status_code=303)
@@ -549,20 +592,36 @@ def _ui_routes(app: FastAPI, core: Core) -> None:
         return page(request, "invoices.html", staff=staff, invoices=core.list_invoices(staff), customers=custs)
 
     @app.post("/invoices", include_in_schema=False)
-    def invoices_post(request: Request, staff: R(Perm.INVOICES_WRITE), customer_id: Annotated[int, Form()],
-                      currency: Annotated[str, Form()], description: Annotated[str, Form()],
-                      quantity: Annotated[int, Form()], unit_price_minor: Annotated[int, Form()],
-                      tax_rate_bp: Annotated[int, Form()]) -> Response:  # fmt: skip
-        body = InvoiceIn(customer_id=customer_id, currency=currency,
-                         lines=[LineIn(description=description, quantity=quantity, unit_price_minor=unit_price_minor,
-                                       tax_rate_bp=tax_rate_bp)])  # fmt: skip
+    def invoices_post(
+        request: Request,
+        staff: R(Perm.INVOICES_WRITE),
+        customer_id: Annotated[int, Form()],
+        currency: Annotated[str, Form()],
+        description: Annotated[str, Form()],
+        quantity: Annotated[int, Form()],
+        unit_price_minor: Annotated[int, Form()],
+        tax_rate_bp: Annotated[int, Form()],
+    ) -> Response:
+        body = InvoiceIn(
+            customer_id=customer_id,
+            currency=currency,
+            lines=[
+                LineIn(
+                    description=description,
+                    quantity=quantity,
+                    unit_price_minor=unit_price_minor,
+                    tax_rate_bp=tax_rate_bp,
+                )
+            ],
+        )
         iid = core.create_invoice(staff, body.customer_id, body.currency, [ln.model_dump() for ln in body.lines])
         return RedirectResponse(f"/invoices/{iid}", status_code=303)
 
     @app.get("/invoices/{iid}", response_class=HTMLResponse, include_in_schema=False)
     def invoice(request: Request, iid: int, staff: R(Perm.INVOICES_READ)) -> Response:
-        return page(request, "invoice.html", staff=staff, inv=core.get_invoice(staff, iid),
-                    idem=secrets.token_urlsafe(18))  # fmt: skip
+        return page(
+            request, "invoice.html", staff=staff, inv=core.get_invoice(staff, iid), idem=secrets.token_urlsafe(18)
+        )
 
     @app.post("/invoices/{iid}/issue", include_in_schema=False)
     def invoice_issue(request: Request, iid: int, staff: R(Perm.INVOICES_ISSUE)) -> Response:
@@ -570,10 +629,15 @@ def _ui_routes(app: FastAPI, core: Core) -> None:
         return RedirectResponse(f"/invoices/{iid}", status_code=303)
 
     @app.post("/invoices/{iid}/pay", include_in_schema=False)
-    def invoice_pay(request: Request, iid: int, staff: R(Perm.PAYMENTS_CHARGE),
-                    number: Annotated[str, Form(max_length=30)], exp_month: Annotated[int, Form(ge=1, le=12)],
-                    exp_year: Annotated[int, Form(ge=2000, le=2100)],
-                    idempotency_key: Annotated[str, Form(max_length=100)]) -> Response:  # fmt: skip
+    def invoice_pay(
+        request: Request,
+        iid: int,
+        staff: R(Perm.PAYMENTS_CHARGE),
+        number: Annotated[str, Form(max_length=30)],
+        exp_month: Annotated[int, Form(ge=1, le=12)],
+        exp_year: Annotated[int, Form(ge=2000, le=2100)],
+        idempotency_key: Annotated[str, Form(max_length=100)],
+    ) -> Response:
         card = validate_card(number, exp_month, exp_year, core.now().date())
         core.pay(staff, iid, idempotency_key, card, None)
         return RedirectResponse(f"/invoices/{iid}", status_code=303)

@@ -35,10 +35,16 @@ from app_stub.tokenization import validate_card  # noqa: E402
 from app_stub.web import build_core  # noqa: E402
 from billkit.localsvc import openbao, postgres  # noqa: E402
 
-CUSTOMER = {"name": "Ada Lovelace", "email": "ada@example.org", "address": "12 Analytical Row, London",
-            "tax_id": "GB123456789"}  # fmt: skip
-LINES = [{"description": "Consulting", "quantity": 3, "unit_price_minor": 12_345, "tax_rate_bp": 2000},
-         {"description": "Book", "quantity": 1, "unit_price_minor": 999, "tax_rate_bp": 550}]  # fmt: skip
+CUSTOMER = {
+    "name": "Ada Lovelace",
+    "email": "ada@example.org",
+    "address": "12 Analytical Row, London",
+    "tax_id": "GB123456789",
+}
+LINES = [
+    {"description": "Consulting", "quantity": 3, "unit_price_minor": 12_345, "tax_rate_bp": 2000},
+    {"description": "Book", "quantity": 1, "unit_price_minor": 999, "tax_rate_bp": 550},
+]
 
 
 def rate(n: int, seconds: float) -> float:
@@ -62,19 +68,25 @@ def main() -> None:
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
             db.migrate(pg.dsn(name))
             s = Settings(
-                environment="test" if mode == "on" else "development", session_secret=secrets.token_urlsafe(48),
-                database_url=pg.dsn(name, db.APP_ROLE, app_pw), tokenizer_database_url=pg.dsn(name, db.TOKENIZER_ROLE,
-                tok_pw), vault_url=bao.url, vault_ca_file=str(bao.ca_file), vault_role_id=ids.app_role_id,
-                vault_secret_id=vs.new_secret_id(root, vs.POLICY_APP), vault_processor_role_id=ids.processor_role_id,
-                vault_processor_secret_id=vs.new_secret_id(root, vs.POLICY_PROCESSOR), pii_encryption=mode == "on",
-            )  # fmt: skip
+                environment="test" if mode == "on" else "development",
+                session_secret=secrets.token_urlsafe(48),
+                database_url=pg.dsn(name, db.APP_ROLE, app_pw),
+                tokenizer_database_url=pg.dsn(name, db.TOKENIZER_ROLE, tok_pw),
+                vault_url=bao.url,
+                vault_ca_file=str(bao.ca_file),
+                vault_role_id=ids.app_role_id,
+                vault_secret_id=vs.new_secret_id(root, vs.POLICY_APP),
+                vault_processor_role_id=ids.processor_role_id,
+                vault_processor_secret_id=vs.new_secret_id(root, vs.POLICY_PROCESSOR),
+                pii_encryption=mode == "on",
+            )
             cores[mode] = build_core(s, FakeGateway())
         staff = Staff(0, "bench", frozenset({"billing_clerk"}), frozenset({"billing_clerk"}), True)
         print(f"PostgreSQL 15 and OpenBao on loopback with TLS; {args.rounds} interleaved rounds of {args.n}\n")
 
         # customers (each one: a new data key and its blind indexes when encryption is on)
         cust = {m: [] for m in cores}
-        times = {m: 0.0 for m in cores}
+        times = dict.fromkeys(cores, 0.0)
         for _ in range(2):
             for m, core in cores.items():
                 t = time.perf_counter()
@@ -87,7 +99,7 @@ def main() -> None:
         # invoices, interleaved rounds, over known customers (their data keys cached)
         per = {m: [] for m in cores}
         for r in range(args.rounds):
-            for m in (("on", "off") if r % 2 == 0 else ("off", "on")):
+            for m in ("on", "off") if r % 2 == 0 else ("off", "on"):
                 core = cores[m]
                 t = time.perf_counter()
                 for i in range(args.n):
@@ -112,8 +124,10 @@ def main() -> None:
         t = time.perf_counter()
         core.transit.encrypt(vs.KEY_PAN, [card.pan.encode()] * n)
         raw = rate(n, time.perf_counter() - t)
-        print(f"tokenization          one per call {single:8.1f}/s   batched {batched:8.1f}/s   "
-              f"raw transit batch encrypt {raw:8.1f}/s")  # fmt: skip
+        print(
+            f"tokenization          one per call {single:8.1f}/s   batched {batched:8.1f}/s   "
+            f"raw transit batch encrypt {raw:8.1f}/s"
+        )
 
         # forced rewrap of everything in the 'on' database
         token = root.auth.token.create(policies=[vs.POLICY_ROTATION], ttl="1h")["auth"]["client_token"]
@@ -122,8 +136,10 @@ def main() -> None:
         stats = rewrap_all(pg.dsn("bench_on"), rot, batch=500, rotate=True)
         dt = time.perf_counter() - t
         total = sum(stats.rewrapped.values())
-        print(f"forced rewrap         {total} ciphertexts in {dt:.2f} s = {rate(total, dt):8.1f}/s "
-              f"(batches of 500; min_decryption_version now {stats.min_decryption_version})")  # fmt: skip
+        print(
+            f"forced rewrap         {total} ciphertexts in {dt:.2f} s = {rate(total, dt):8.1f}/s "
+            f"(batches of 500; min_decryption_version now {stats.min_decryption_version})"
+        )
         for c in cores.values():
             c.pool.close()
             c.tokens.pool.close()

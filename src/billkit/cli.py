@@ -161,7 +161,9 @@ def audit_log_verify(
     dsn: Annotated[
         str, typer.Option(envvar="BILLKIT_APP_DATABASE_URL", help="libpq DSN of the app database (read access).")
     ],
-    head: Annotated[str | None, typer.Option(help="Expected head hash (from the journal) to detect truncation.")] = None,
+    head: Annotated[
+        str | None, typer.Option(help="Expected head hash (from the journal) to detect truncation.")
+    ] = None,
 ) -> None:
     """Recompute the audit log's hash chain; exit 1 if any record was altered, inserted or deleted."""
     from app_stub.audit_cli import verify_dsn

@@ -89,9 +89,7 @@ def self_signed_cert(directory: Path, names: tuple[str, ...] = ("localhost", LOO
     cert_path, key_path = directory / "tls.crt", directory / "tls.key"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
     key_path.chmod(0o600)
     return cert_path, key_path
@@ -177,11 +175,27 @@ def postgres(base_dir: Path | None = None, fast: bool = True) -> Iterator[Postgr
         pwfile.chmod(0o600)
         log = root / "postgres.log"
         init = subprocess.run(
-            [str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", f"--pwfile={pwfile}",
-             "--auth-local=scram-sha-256", "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8",
-             *(["--no-sync"] if fast else [])],
-            user=pg.pw_uid, group=pg.pw_gid, capture_output=True, text=True, check=False, cwd=root,
-        )  # fmt: skip
+            [
+                str(PG_BIN / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "postgres",
+                f"--pwfile={pwfile}",
+                "--auth-local=scram-sha-256",
+                "--auth-host=scram-sha-256",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+                *(["--no-sync"] if fast else []),
+            ],
+            user=pg.pw_uid,
+            group=pg.pw_gid,
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=root,
+        )
         pwfile.unlink()
         if init.returncode != 0:
             raise RuntimeError(f"initdb failed:\n{init.stdout[-2000:]}\n{init.stderr[-2000:]}")
@@ -209,9 +223,14 @@ def postgres(base_dir: Path | None = None, fast: bool = True) -> Iterator[Postgr
             args += ["-c", f"{k}={v}"]
         with log.open("wb") as out:
             proc = subprocess.Popen(
-                args, user=pg.pw_uid, group=pg.pw_gid, stdout=out, stderr=subprocess.STDOUT, cwd=root,
+                args,
+                user=pg.pw_uid,
+                group=pg.pw_gid,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=root,
                 start_new_session=True,
-            )  # fmt: skip
+            )
         try:
             _wait_port(port, proc, "postgres", log)
             server = PostgresServer(LOOPBACK, port, "postgres", password, cert, data, proc.pid)
@@ -309,9 +328,13 @@ log_level     = "warn"
         log = root / "bao.log"
         with log.open("wb") as out:
             proc = subprocess.Popen(
-                [str(bao_binary()), "server", f"-config={config}"], stdout=out, stderr=subprocess.STDOUT,
-                cwd=root, start_new_session=True, env={"PATH": os.environ.get("PATH", ""), "HOME": str(root)},
-            )  # fmt: skip
+                [str(bao_binary()), "server", f"-config={config}"],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=root,
+                start_new_session=True,
+                env={"PATH": os.environ.get("PATH", ""), "HOME": str(root)},
+            )
         try:
             _wait_port(port, proc, "bao server", log)
             client = hvac.Client(url=url, verify=str(cert))

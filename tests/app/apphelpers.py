@@ -83,8 +83,9 @@ def drop_database(services: Services, name: str) -> None:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
-def make_settings(services: Services, dbname: str, clock: FakeClock, mount: str = vs.TRANSIT_MOUNT,
-                  suffix: str = "", **over: Any) -> Settings:  # fmt: skip
+def make_settings(
+    services: Services, dbname: str, clock: FakeClock, mount: str = vs.TRANSIT_MOUNT, suffix: str = "", **over: Any
+) -> Settings:
     client = services.bao.client()
     ids = services.roles[mount]
     values: dict[str, Any] = {
@@ -129,8 +130,9 @@ class Env:
         uid = self.core.create_user(username, PASSWORD)
         with self.owner() as conn:
             for r in roles:
-                conn.execute("INSERT INTO staff.user_roles (user_id, role, granted_at) VALUES (%s, %s, now())",
-                             (uid, r))  # fmt: skip
+                conn.execute(
+                    "INSERT INTO staff.user_roles (user_id, role, granted_at) VALUES (%s, %s, now())", (uid, r)
+                )
         sc = StaffClient(self, self.client(), uid, username)
         sc.login_and_enrol()
         if train:
@@ -208,6 +210,10 @@ def clerk(env: Env) -> StaffClient:
     return env.staff("clerk", "billing_clerk")
 
 
-CUSTOMER = {"name": "Ada Lovelace", "email": "ada@example.org", "address": "12 Analytical Row, London",
-            "tax_id": "GB123456789"}  # fmt: skip
+CUSTOMER = {
+    "name": "Ada Lovelace",
+    "email": "ada@example.org",
+    "address": "12 Analytical Row, London",
+    "tax_id": "GB123456789",
+}
 VISA = "4242424242424242"

@@ -23,15 +23,19 @@ def test_audit_log_is_append_only_and_tampering_is_detected(env: Env) -> None:
     code, out = verify_cli(env)
     assert code == 0 and "intact" in out
     with env.owner() as conn:
-        n, head = conn.execute("SELECT count(*), max(hash) FILTER (WHERE seq = (SELECT max(seq) FROM audit.events)) "
-                               "FROM audit.events").fetchone()  # fmt: skip
+        n, head = conn.execute(
+            "SELECT count(*), max(hash) FILTER (WHERE seq = (SELECT max(seq) FROM audit.events)) FROM audit.events"
+        ).fetchone()
     assert n >= 7
     assert verify_cli(env, "--head", head)[0] == 0
     s = env.services
     # the app's role can neither change nor delete records
     with psycopg.connect(s.pg.dsn(env.dbname, db.APP_ROLE, s.app_pw), autocommit=True) as conn:
-        for stmt in ("UPDATE audit.events SET actor = 'x' WHERE seq = 2", "DELETE FROM audit.events WHERE seq = 2",
-                     "TRUNCATE audit.events"):  # fmt: skip
+        for stmt in (
+            "UPDATE audit.events SET actor = 'x' WHERE seq = 2",
+            "DELETE FROM audit.events WHERE seq = 2",
+            "TRUNCATE audit.events",
+        ):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 conn.execute(stmt)
     # even the owner is stopped by the trigger

@@ -195,8 +195,14 @@ def test_authentication_and_sensitive_reads_are_audited(env: Env) -> None:
     c.get(f"/api/customers/{cid}")
     c.post("/api/logout")
     actions = {a for a, _, _ in audit_actions(env)}
-    assert {"auth.password", "auth.mfa_enrol", "training.acknowledge", "customer.create", "customer.read",
-            "auth.logout"} <= actions  # fmt: skip
+    assert {
+        "auth.password",
+        "auth.mfa_enrol",
+        "training.acknowledge",
+        "customer.create",
+        "customer.read",
+        "auth.logout",
+    } <= actions
 
 
 @pytest.mark.control("CMP-03")
@@ -206,8 +212,15 @@ def test_settings_refuse_default_secrets_outside_development() -> None:
         Settings(environment="production", **base).validate()
     with pytest.raises(SettingsError, match="VAULT_SECRET_ID"):
         Settings(environment="production", session_secret="x" * 40, **base).validate()
-    ok = Settings(environment="production", session_secret="s" * 40, vault_role_id="r", vault_secret_id="s",
-                  vault_processor_role_id="r", vault_processor_secret_id="s", **base)  # fmt: skip
+    ok = Settings(
+        environment="production",
+        session_secret="s" * 40,
+        vault_role_id="r",
+        vault_secret_id="s",  # noqa: S106
+        vault_processor_role_id="r",
+        vault_processor_secret_id="s",  # noqa: S106
+        **base,
+    )
     ok.validate()
     with pytest.raises(SettingsError, match="encryption"):
         Settings(**{**ok.__dict__, "pii_encryption": False}).validate()

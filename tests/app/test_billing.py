@@ -16,9 +16,16 @@ def counts(env: Env) -> tuple[int, ...]:
     with env.owner() as conn:
         return tuple(
             conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]  # noqa: S608
-            for t in ("billing.customers", "billing.invoices", "billing.invoice_lines", "billing.payments",
-                      "billing.cards", "billing.credit_notes", "cardvault.pans")
-        )  # fmt: skip
+            for t in (
+                "billing.customers",
+                "billing.invoices",
+                "billing.invoice_lines",
+                "billing.payments",
+                "billing.cards",
+                "billing.credit_notes",
+                "cardvault.pans",
+            )
+        )
 
 
 @pytest.mark.control("APP-02")
@@ -33,11 +40,16 @@ def test_invoice_totals_states_and_credit_notes(clerk: StaffClient) -> None:
     assert r.status_code == 409 and "draft" in r.json()["detail"]
     clerk.post(f"/api/invoices/{iid}/issue").raise_for_status()
     assert clerk.post(f"/api/invoices/{iid}/issue").status_code == 409
-    clerk.post(f"/api/invoices/{iid}/credit-notes", json={"amount_minor": 1000, "reason": "goodwill"}).raise_for_status()
+    clerk.post(
+        f"/api/invoices/{iid}/credit-notes", json={"amount_minor": 1000, "reason": "goodwill"}
+    ).raise_for_status()
     r = clerk.post(f"/api/invoices/{iid}/credit-notes", json={"amount_minor": 10**9, "reason": "too much"})
     assert r.status_code == 409
-    pay = clerk.post(f"/api/invoices/{iid}/payments", json={"card": {"number": VISA, "exp_month": 1, "exp_year": 2031}},
-                     headers={"Idempotency-Key": "tot-0001-abc"}).json()  # fmt: skip
+    pay = clerk.post(
+        f"/api/invoices/{iid}/payments",
+        json={"card": {"number": VISA, "exp_month": 1, "exp_year": 2031}},
+        headers={"Idempotency-Key": "tot-0001-abc"},
+    ).json()
     assert pay["amount_minor"] == inv["total_minor"] - 1000
     got = clerk.get(f"/api/invoices/{iid}").json()
     assert got["state"] == "paid" and got["balance_minor"] == 0
@@ -54,19 +66,28 @@ def test_invoice_totals_states_and_credit_notes(clerk: StaffClient) -> None:
         ("/api/customers", {"name": "A" * 5000, "email": "a@b.cd", "address": "x"}, 422, "name"),
         ("/api/invoices", {"customer_id": 1, "currency": "euro", "lines": LINES}, 422, "currency"),
         ("/api/invoices", {"customer_id": 1, "currency": "EUR", "lines": []}, 422, "lines"),
-        ("/api/invoices", {"customer_id": 1, "currency": "EUR", "lines": [{**LINES[0], "quantity": -1}]}, 422,
-         "quantity"),
-        ("/api/invoices", {"customer_id": 1, "currency": "EUR", "lines": [{**LINES[0], "unit_price_minor": 10**30}]},
-         422, "unit_price_minor"),
+        (
+            "/api/invoices",
+            {"customer_id": 1, "currency": "EUR", "lines": [{**LINES[0], "quantity": -1}]},
+            422,
+            "quantity",
+        ),
+        (
+            "/api/invoices",
+            {"customer_id": 1, "currency": "EUR", "lines": [{**LINES[0], "unit_price_minor": 10**30}]},
+            422,
+            "unit_price_minor",
+        ),
         ("/api/invoices", {"customer_id": 999999, "currency": "EUR", "lines": LINES}, 404, "no customer"),
         ("/api/invoices", "not json at all", 422, "invalid input"),
         ("/api/invoices/999999/issue", None, 404, "no invoice"),
         ("/api/invoices/abc/issue", None, 422, "iid"),
         ("/api/invoices/99999999999999999999999/issue", None, 404, "no invoice"),
     ],
-)  # fmt: skip
-def test_bad_input_gets_a_clear_4xx_and_writes_nothing(env: Env, clerk: StaffClient, url: str, body: object,
-                                                       status: int, message: str) -> None:  # fmt: skip
+)
+def test_bad_input_gets_a_clear_4xx_and_writes_nothing(
+    env: Env, clerk: StaffClient, url: str, body: object, status: int, message: str
+) -> None:
     clerk.post("/api/customers", json=CUSTOMER).raise_for_status()
     before = counts(env)
     if isinstance(body, str):
@@ -94,7 +115,10 @@ def test_failure_midway_leaves_nothing_half_written(env: Env, clerk: StaffClient
 @pytest.mark.control("APP-03")
 def test_retried_payment_charges_once(env: Env, clerk: StaffClient) -> None:
     iid = issued_invoice(clerk)
-    req = {"json": {"card": {"number": VISA, "exp_month": 1, "exp_year": 2031}}, "headers": {"Idempotency-Key": "k-12345678"}}
+    req = {
+        "json": {"card": {"number": VISA, "exp_month": 1, "exp_year": 2031}},
+        "headers": {"Idempotency-Key": "k-12345678"},
+    }
     first = clerk.post(f"/api/invoices/{iid}/payments", **req).json()
     again = clerk.post(f"/api/invoices/{iid}/payments", **req).json()
     assert first["id"] == again["id"] and again["replayed"] is True
@@ -131,8 +155,11 @@ def test_crash_between_charge_and_record_loses_nothing_and_charges_once(env: Env
         assert conn.execute("SELECT status FROM billing.payments").fetchall() == [("pending",)]
     env.core.hooks.after_charge = lambda: None
     # the client retries with the same key: completes, no second charge
-    r = clerk.post(f"/api/invoices/{iid}/payments", json={"card": {"number": VISA, "exp_month": 1, "exp_year": 2031}},
-                   headers={"Idempotency-Key": "crash-key-0001"})  # fmt: skip
+    r = clerk.post(
+        f"/api/invoices/{iid}/payments",
+        json={"card": {"number": VISA, "exp_month": 1, "exp_year": 2031}},
+        headers={"Idempotency-Key": "crash-key-0001"},
+    )
     assert r.status_code == 200 and r.json()["status"] == "succeeded"
     assert env.gateway.charges == 1
     assert clerk.get(f"/api/invoices/{iid}").json()["state"] == "paid"
@@ -151,9 +178,11 @@ def test_crash_between_charge_and_record_loses_nothing_and_charges_once(env: Env
 @pytest.mark.control("APP-03")
 def test_declined_card_records_decline_and_leaves_invoice_open(clerk: StaffClient, env: Env) -> None:
     iid = issued_invoice(clerk)
-    r = clerk.post(f"/api/invoices/{iid}/payments",
-                   json={"card": {"number": "4000000000000002", "exp_month": 1, "exp_year": 2031}},
-                   headers={"Idempotency-Key": "decline-0001"})  # fmt: skip
+    r = clerk.post(
+        f"/api/invoices/{iid}/payments",
+        json={"card": {"number": "4000000000000002", "exp_month": 1, "exp_year": 2031}},
+        headers={"Idempotency-Key": "decline-0001"},
+    )
     assert r.json()["status"] == "declined"
     assert clerk.get(f"/api/invoices/{iid}").json()["state"] == "issued"
     assert env.gateway.charges == 0

@@ -19,16 +19,31 @@ from billkit.localsvc import free_port, self_signed_cert
 from billkit.system import ensure_packages
 
 CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture
 def https_app(env: Env, tmp_path: Path) -> Iterator[str]:
     cert, key = self_signed_cert(tmp_path / "tls")
     port = free_port()
-    config = uvicorn.Config(env.app, host="127.0.0.1", port=port, ssl_certfile=str(cert), ssl_keyfile=str(key),
-                            log_level="warning", lifespan="off")  # fmt: skip
+    config = uvicorn.Config(
+        env.app,
+        host="127.0.0.1",
+        port=port,
+        ssl_certfile=str(cert),
+        ssl_keyfile=str(key),
+        log_level="warning",
+        lifespan="off",
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
     thread.start()
@@ -48,14 +63,19 @@ def test_staff_ui_login_enrol_invoice_and_pay_in_chromium(env: Env, https_app: s
 
     uid = env.core.create_user("clerk", PASSWORD)
     with env.owner() as conn:
-        conn.execute("INSERT INTO staff.user_roles (user_id, role, granted_at) VALUES (%s, 'billing_clerk', now())",
-                     (uid,))  # fmt: skip
+        conn.execute(
+            "INSERT INTO staff.user_roles (user_id, role, granted_at) VALUES (%s, 'billing_clerk', now())", (uid,)
+        )
     profile = tempfile.mkdtemp(prefix="billkit-chromium-")
     try:
         with sync_playwright() as pw:
             ctx = pw.chromium.launch_persistent_context(
-                profile, executable_path=CHROMIUM, args=ARGS, headless=True, ignore_https_errors=True,
-            )  # fmt: skip
+                profile,
+                executable_path=CHROMIUM,
+                args=ARGS,
+                headless=True,
+                ignore_https_errors=True,
+            )
             page = ctx.new_page()
             page.goto(f"{https_app}/")
             assert page.url.endswith("/login")

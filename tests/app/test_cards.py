@@ -15,8 +15,14 @@ CARDS = [VISA, "5555555555554444", "378282246310005"]
 
 def issued_invoice(c: StaffClient, total: int = 1000) -> int:
     cid = c.post("/api/customers", json=CUSTOMER).json()["id"]
-    iid = c.post("/api/invoices", json={"customer_id": cid, "currency": "EUR", "lines": [
-        {"description": "Service", "quantity": 1, "unit_price_minor": total, "tax_rate_bp": 0}]}).json()["id"]  # fmt: skip
+    iid = c.post(
+        "/api/invoices",
+        json={
+            "customer_id": cid,
+            "currency": "EUR",
+            "lines": [{"description": "Service", "quantity": 1, "unit_price_minor": total, "tax_rate_bp": 0}],
+        },
+    ).json()["id"]
     c.post(f"/api/invoices/{iid}/issue").raise_for_status()
     return iid
 
@@ -25,8 +31,10 @@ def pg_dump(env: Env) -> str:
     pg = env.services.pg
     proc = subprocess.run(
         ["/usr/lib/postgresql/15/bin/pg_dump", "--no-owner", env.services.owner_dsn(env.dbname)],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert "cardvault.pans" in proc.stdout and pg.port
     return proc.stdout
 
@@ -36,8 +44,11 @@ def test_card_numbers_are_stored_only_as_ciphertext_in_the_card_vault(env: Env, 
     tokens = []
     for i, pan in enumerate(CARDS):
         iid = issued_invoice(clerk)
-        r = clerk.post(f"/api/invoices/{iid}/payments", json={"card": {"number": pan, "exp_month": 1, "exp_year": 2031}},
-                       headers={"Idempotency-Key": f"pay-{i}-xxxxxxxx"})  # fmt: skip
+        r = clerk.post(
+            f"/api/invoices/{iid}/payments",
+            json={"card": {"number": pan, "exp_month": 1, "exp_year": 2031}},
+            headers={"Idempotency-Key": f"pay-{i}-xxxxxxxx"},
+        )
         assert r.status_code == 200, r.text
         tokens.append(r.json()["card"]["token"])
     dump = pg_dump(env)
@@ -96,9 +107,11 @@ def test_app_vault_identity_cannot_decrypt_card_numbers(env: Env, clerk: StaffCl
 def test_only_the_tokenizer_role_reads_the_card_vault(env: Env, clerk: StaffClient) -> None:
     clerk.post("/api/cards", json={"number": VISA, "exp_month": 5, "exp_year": 2030}).raise_for_status()
     s = env.services
-    with psycopg.connect(s.pg.dsn(env.dbname, db.APP_ROLE, s.app_pw)) as conn:
-        with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            conn.execute("SELECT pan_ct FROM cardvault.pans")
+    with (
+        psycopg.connect(s.pg.dsn(env.dbname, db.APP_ROLE, s.app_pw)) as conn,
+        pytest.raises(psycopg.errors.InsufficientPrivilege),
+    ):
+        conn.execute("SELECT pan_ct FROM cardvault.pans")
     with psycopg.connect(s.pg.dsn(env.dbname, db.TOKENIZER_ROLE, s.tok_pw)) as conn:
         assert conn.execute("SELECT count(*) FROM cardvault.pans").fetchone() == (1,)
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
@@ -128,8 +141,11 @@ def test_card_input_is_validated(env: Env, clerk: StaffClient, card: dict, messa
 @pytest.mark.control("TOK-06")
 def test_only_brand_last_four_and_expiry_are_displayed(env: Env, clerk: StaffClient) -> None:
     iid = issued_invoice(clerk)
-    r = clerk.post(f"/api/invoices/{iid}/payments", json={"card": {"number": VISA, "exp_month": 7, "exp_year": 2032}},
-                   headers={"Idempotency-Key": "display-0001"})  # fmt: skip
+    r = clerk.post(
+        f"/api/invoices/{iid}/payments",
+        json={"card": {"number": VISA, "exp_month": 7, "exp_year": 2032}},
+        headers={"Idempotency-Key": "display-0001"},
+    )
     card = r.json()["card"]
     assert card["brand"] == "visa" and card["last4"] == "4242" and card["exp_month"] == 7
     for url in (f"/api/invoices/{iid}", "/api/payments", f"/invoices/{iid}"):
@@ -138,13 +154,17 @@ def test_only_brand_last_four_and_expiry_are_displayed(env: Env, clerk: StaffCli
 
 
 @pytest.mark.control("LOG-12", "TOK-05")
-def test_no_card_number_personal_field_or_secret_in_logs(env: Env, capsys: pytest.CaptureFixture[str],
-                                                          caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+def test_no_card_number_personal_field_or_secret_in_logs(
+    env: Env, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level("DEBUG")
     clerk = env.staff("clerk", "billing_clerk")
     iid = issued_invoice(clerk)
-    clerk.post(f"/api/invoices/{iid}/payments", json={"card": {"number": VISA, "exp_month": 7, "exp_year": 2032}},
-               headers={"Idempotency-Key": "log-0001-abc"}).raise_for_status()  # fmt: skip
+    clerk.post(
+        f"/api/invoices/{iid}/payments",
+        json={"card": {"number": VISA, "exp_month": 7, "exp_year": 2032}},
+        headers={"Idempotency-Key": "log-0001-abc"},
+    ).raise_for_status()
     clerk.post("/api/cards", json={"number": "4242424242424241", "exp_month": 5, "exp_year": 2030})
     pp = env.staff("processor", "payment_processor")
     token = clerk.get("/api/payments").json()[0]["card"]["token"]
@@ -153,7 +173,16 @@ def test_no_card_number_personal_field_or_secret_in_logs(env: Env, capsys: pytes
     out = capsys.readouterr()
     logs = out.out + out.err + "\n".join(r.getMessage() + str(getattr(r, "event", "")) for r in caplog.records)
     assert "card.detokenize" in logs  # events are there...
-    secrets_seen = [VISA, "4242424242424241", PASSWORD, "Wrong-password-123", clerk.secret, pp.secret,
-                    env.settings.session_secret, *CUSTOMER.values(), *clerk.recovery]  # fmt: skip
+    secrets_seen = [
+        VISA,
+        "4242424242424241",
+        PASSWORD,
+        "Wrong-password-123",
+        clerk.secret,
+        pp.secret,
+        env.settings.session_secret,
+        *CUSTOMER.values(),
+        *clerk.recovery,
+    ]
     for s in secrets_seen:
         assert s not in logs, "a card number, personal field or secret reached the log"

@@ -23,8 +23,9 @@ def test_personal_fields_are_envelope_encrypted_and_searchable(env: Env) -> None
         row = conn.execute(
             "SELECT name_ct, email_ct, address_ct, tax_id_ct, email_bidx FROM billing.customers WHERE id = %s", (cid,)
         ).fetchone()
-        (wrapped,) = conn.execute("SELECT wrapped_key FROM billing.customer_keys WHERE customer_id = %s",
-                                  (cid,)).fetchone()  # fmt: skip
+        (wrapped,) = conn.execute(
+            "SELECT wrapped_key FROM billing.customer_keys WHERE customer_id = %s", (cid,)
+        ).fetchone()
     for blob, value in zip(row[:4], CUSTOMER.values(), strict=True):
         blob = bytes(blob)
         assert blob[0] == 1 and len(blob) == 1 + 12 + len(value.encode()) + 16  # version, nonce, ciphertext, tag
@@ -52,8 +53,14 @@ def test_personal_fields_are_envelope_encrypted_and_searchable(env: Env) -> None
 
 
 def issued_invoice_for(clerk, cid: int) -> int:  # noqa: ANN001
-    r = clerk.post("/api/invoices", json={"customer_id": cid, "currency": "EUR", "lines": [
-        {"description": "Service", "quantity": 1, "unit_price_minor": 500, "tax_rate_bp": 0}]})  # fmt: skip
+    r = clerk.post(
+        "/api/invoices",
+        json={
+            "customer_id": cid,
+            "currency": "EUR",
+            "lines": [{"description": "Service", "quantity": 1, "unit_price_minor": 500, "tax_rate_bp": 0}],
+        },
+    )
     assert r.status_code == 201, r.text
     return r.json()["id"]
 
@@ -63,8 +70,11 @@ def test_customer_export_is_complete_json(env: Env) -> None:
     clerk = env.staff("clerk", "billing_clerk")
     admin = env.staff("dpo", "admin")
     iid = issued_invoice(clerk)
-    clerk.post(f"/api/invoices/{iid}/payments", json={"card": {"number": VISA, "exp_month": 1, "exp_year": 2031}},
-               headers={"Idempotency-Key": "export-0001"}).raise_for_status()  # fmt: skip
+    clerk.post(
+        f"/api/invoices/{iid}/payments",
+        json={"card": {"number": VISA, "exp_month": 1, "exp_year": 2031}},
+        headers={"Idempotency-Key": "export-0001"},
+    ).raise_for_status()
     cid = clerk.get(f"/api/invoices/{iid}").json()["customer_id"]
     assert clerk.get(f"/api/customers/{cid}/export").status_code == 403
     data = admin.get(f"/api/customers/{cid}/export").json()
@@ -101,13 +111,13 @@ def test_forced_rewrap_retires_old_versions_and_erasure_shreds_backups(rot_env: 
     for key in (vs.KEY_PAN, vs.KEY_PII):
         info = root.adapter.get(f"/v1/{ROT_MOUNT}/keys/{key}")["data"]
         assert info["type"] == "aes256-gcm96" and info["auto_rotate_period"] > 0
-    ids = [clerk.post("/api/customers", json={**CUSTOMER, "email": f"c{i}@example.org"}).json()["id"]
-           for i in range(7)]  # fmt: skip
+    ids = [clerk.post("/api/customers", json={**CUSTOMER, "email": f"c{i}@example.org"}).json()["id"] for i in range(7)]
     for _ in range(3):
         clerk.post("/api/cards", json={"number": VISA, "exp_month": 1, "exp_year": 2031}).raise_for_status()
     with env.owner() as conn:
-        (backup_key,) = conn.execute("SELECT wrapped_key FROM billing.customer_keys WHERE customer_id = %s",
-                                     (ids[0],)).fetchone()  # fmt: skip
+        (backup_key,) = conn.execute(
+            "SELECT wrapped_key FROM billing.customer_keys WHERE customer_id = %s", (ids[0],)
+        ).fetchone()
     # crypto-shredding: the customer's key is destroyed; the app can no longer read them
     assert clerk.post(f"/api/customers/{ids[0]}/erase").status_code == 403
     assert admin.post(f"/api/customers/{ids[0]}/erase").status_code == 200
@@ -122,12 +132,18 @@ def test_forced_rewrap_retires_old_versions_and_erasure_shreds_backups(rot_env: 
     assert first.min_decryption_version == {}
     stats = rewrap_all(env.services.owner_dsn(env.dbname), rot, batch=2)
     assert stats.min_decryption_version == {"pan": 2, "pii": 2}
-    assert first.rewrapped["billing.customer_keys.wrapped_key"] + stats.rewrapped[
-        "billing.customer_keys.wrapped_key"] == 6  # fmt: skip
+    assert (
+        first.rewrapped["billing.customer_keys.wrapped_key"] + stats.rewrapped["billing.customer_keys.wrapped_key"] == 6
+    )
     with env.owner() as conn:
-        cts = [r[0] for r in conn.execute("SELECT wrapped_key FROM billing.customer_keys UNION ALL "
-                                          "SELECT pan_ct FROM cardvault.pans UNION ALL "
-                                          "SELECT totp_secret_ct FROM staff.users")]  # fmt: skip
+        cts = [
+            r[0]
+            for r in conn.execute(
+                "SELECT wrapped_key FROM billing.customer_keys UNION ALL "
+                "SELECT pan_ct FROM cardvault.pans UNION ALL "
+                "SELECT totp_secret_ct FROM staff.users"
+            )
+        ]
     assert cts and all(c.startswith("vault:v2:") for c in cts)
     # everything still reads (cold cache), and staff can still log in with TOTP
     env.core.cipher.cache = type(env.core.cipher.cache)()

@@ -4,7 +4,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from apphelpers import Env, Services, StaffClient, build_env, close_env
+from apphelpers import Services, StaffClient, build_env, close_env
 
 from app_stub.rbac import ROLE_PERMISSIONS, ROLES, Perm
 
@@ -48,8 +48,13 @@ def test_every_role_has_an_explicit_least_privilege_list() -> None:
 
 
 def _path(path: str) -> str:
-    return (path.replace("{cid}", "1").replace("{iid}", "1").replace("{user_id}", "1").replace("{role}", "auditor")
-            .replace("{token}", "tok_aaaaaaaaaaaaaaaaaaaaaaaaaa"))  # fmt: skip
+    return (
+        path.replace("{cid}", "1")
+        .replace("{iid}", "1")
+        .replace("{user_id}", "1")
+        .replace("{role}", "auditor")
+        .replace("{token}", "tok_aaaaaaaaaaaaaaaaaaaaaaaaaa")
+    )
 
 
 @pytest.mark.control("RBAC-01")
