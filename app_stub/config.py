@@ -45,6 +45,9 @@ class Settings:
     password_min_length: int = 12  # PCI DSS 8.3.6
     password_history: int = 4  # PCI DSS 8.3.7
     password_max_age: dt.timedelta = dt.timedelta(days=90)  # PCI DSS 8.3.9
+    argon2_time_cost: int = 3  # argon2id, RFC 9106 low-memory profile
+    argon2_memory_kib: int = 65536
+    argon2_lanes: int = 4
     training_version: str = "2026.1"
     training_validity: dt.timedelta = dt.timedelta(days=365)
     issuer: str = "billkit"
@@ -83,6 +86,8 @@ class Settings:
             for name in ("vault_role_id", "vault_secret_id", "vault_processor_role_id", "vault_processor_secret_id"):
                 if not getattr(self, name):
                     problems.append(f"BILLKIT_APP_{name.upper()} is not set")
+            if self.argon2_memory_kib < 19456 or self.argon2_time_cost < 2:
+                problems.append("argon2id parameters below OWASP's minimum (19 MiB, 2 passes)")
             if not self.pii_encryption:
                 problems.append("personal-data encryption may be switched off only in development")
             if not self.secure_cookies:

@@ -31,8 +31,6 @@ from app_stub.crypto import PersonalDataCipher, Transit
 from app_stub.gateway import PaymentGateway
 from app_stub.tokenization import TOKEN_RE, Card, CardError, TokenVault, token_details
 
-PH = PasswordHasher()  # argon2id (RFC 9106 low-memory profile)
-_DUMMY_HASH = PH.hash(secrets.token_urlsafe(16))
 
 
 class AppError(Exception):
@@ -97,6 +95,11 @@ class Core:
         self.tokens = TokenVault(tokenizer_pool, transit, processor)
         self.gateway = gateway
         self.hooks = Hooks()
+        # argon2id; the defaults are RFC 9106's low-memory profile (t=3, 64 MiB, p=4)
+        self.ph = PasswordHasher(
+            time_cost=settings.argon2_time_cost, memory_cost=settings.argon2_memory_kib, parallelism=settings.argon2_lanes
+        )
+        self._dummy_hash = self.ph.hash(secrets.token_urlsafe(16))
 
     def now(self) -> dt.datetime:
         return self.s.clock()
@@ -126,7 +129,7 @@ class Core:
         if not re.fullmatch(r"[a-z0-9_.-]{3,64}", username):
             raise _bad("username must be 3-64 characters: lowercase letters, digits, '.', '_' or '-'")
         self.check_password_policy(password)
-        now, h = self.now(), PH.hash(password)
+        now, h = self.now(), self.ph.hash(password)
         with self.tx() as conn:
             if conn.execute("SELECT 1 FROM staff.users WHERE username = %s", (username,)).fetchone():
                 raise AppError(409, f"user {username!r} already exists")
@@ -180,7 +183,7 @@ class Core:
             ).fetchone()
             if row is None:
                 with contextlib.suppress(VerificationError, InvalidHashError):
-                    PH.verify(_DUMMY_HASH, password)  # same cost whether or not the user exists
+                    self.ph.verify(self._dummy_hash, password)  # same cost whether or not the user exists
                 audit.append(conn, now, "anonymous", "auth.login", "user:unknown", "failure")
                 raise generic
             uid, phash, failed, locked_until, totp_ct, changed = row
@@ -188,14 +191,14 @@ class Core:
                 self.audit_apart(f"user:{uid}", "auth.login", f"user:{uid}", "refused-locked")
                 raise AppError(423, "account locked after too many failed attempts; try again later or ask an admin")
             try:
-                PH.verify(phash, password)
+                self.ph.verify(phash, password)
             except (VerificationError, InvalidHashError):
                 self._fail_login(conn, uid, failed, "auth.login")  # committed: failures count although refused
                 err = generic
             else:
                 err = None
-                if PH.check_needs_rehash(phash):
-                    conn.execute("UPDATE staff.users SET password_hash = %s WHERE id = %s", (PH.hash(password), uid))
+                if self.ph.check_needs_rehash(phash):
+                    conn.execute("UPDATE staff.users SET password_hash = %s WHERE id = %s", (self.ph.hash(password), uid))
                 stage = "mfa" if totp_ct else "enrol"
                 cookie, sess = self._new_session(conn, uid, stage)
                 audit.append(conn, now, f"user:{uid}", "auth.password", f"user:{uid}", next_stage=stage)
@@ -373,7 +376,7 @@ class Core:
                 "SELECT password_hash FROM staff.users WHERE id = %s FOR UPDATE", (sess.user_id,)
             ).fetchone()  # type: ignore[misc]
             try:
-                PH.verify(phash, old)
+                self.ph.verify(phash, old)
             except (VerificationError, InvalidHashError):
                 raise AppError(401, "current password is wrong") from None
             history = conn.execute(
@@ -382,11 +385,11 @@ class Core:
             ).fetchall()
             for (old_hash,) in history:
                 try:
-                    PH.verify(old_hash, new)
+                    self.ph.verify(old_hash, new)
                 except (VerificationError, InvalidHashError):
                     continue
                 raise _bad(f"password was used recently: choose one not among your last {self.s.password_history}")
-            h = PH.hash(new)
+            h = self.ph.hash(new)
             conn.execute(
                 "UPDATE staff.users SET password_hash = %s, password_changed_at = %s WHERE id = %s",
                 (h, now, sess.user_id),

@@ -101,6 +101,10 @@ def make_settings(
         "vault_processor_secret_id": vs.new_secret_id(client, vs.POLICY_PROCESSOR, suffix),
         "transit_mount": mount,
         "db_pool_size": 4,
+        # OWASP's argon2id minimum: cheaper than the production profile, same algorithm
+        "argon2_time_cost": 2,
+        "argon2_memory_kib": 19456,
+        "argon2_lanes": 1,
         "clock": clock,
     }
     values.update(over)

@@ -57,6 +57,9 @@ def test_passwords_are_hashed_with_argon2id(env: Env) -> None:
     with env.owner() as conn:
         (h,) = conn.execute("SELECT password_hash FROM staff.users WHERE id = %s", (uid,)).fetchone()
     assert h.startswith("$argon2id$") and PASSWORD not in h
+    assert env.core.ph.verify(h, PASSWORD)
+    prod = Settings()
+    assert (prod.argon2_time_cost, prod.argon2_memory_kib, prod.argon2_lanes) == (3, 65536, 4)
 
 
 @pytest.mark.control("HRD-02")
