@@ -32,7 +32,6 @@ from app_stub.gateway import PaymentGateway
 from app_stub.tokenization import TOKEN_RE, Card, CardError, TokenVault, token_details
 
 
-
 class AppError(Exception):
     """A refused request: HTTP status and a message that says what is wrong."""
 
@@ -69,6 +68,7 @@ class Session:
     stage: str
     csrf: str
     pending_totp_ct: str | None
+    new_cookie: str | None = None  # set when the session id was renewed (send it to the client)
 
 
 @dataclass
@@ -97,7 +97,9 @@ class Core:
         self.hooks = Hooks()
         # argon2id; the defaults are RFC 9106's low-memory profile (t=3, 64 MiB, p=4)
         self.ph = PasswordHasher(
-            time_cost=settings.argon2_time_cost, memory_cost=settings.argon2_memory_kib, parallelism=settings.argon2_lanes
+            time_cost=settings.argon2_time_cost,
+            memory_cost=settings.argon2_memory_kib,
+            parallelism=settings.argon2_lanes,
         )
         self._dummy_hash = self.ph.hash(secrets.token_urlsafe(16))
 
@@ -198,7 +200,9 @@ class Core:
             else:
                 err = None
                 if self.ph.check_needs_rehash(phash):
-                    conn.execute("UPDATE staff.users SET password_hash = %s WHERE id = %s", (self.ph.hash(password), uid))
+                    conn.execute(
+                        "UPDATE staff.users SET password_hash = %s WHERE id = %s", (self.ph.hash(password), uid)
+                    )
                 stage = "mfa" if totp_ct else "enrol"
                 cookie, sess = self._new_session(conn, uid, stage)
                 audit.append(conn, now, f"user:{uid}", "auth.password", f"user:{uid}", next_stage=stage)
@@ -248,12 +252,14 @@ class Core:
     def _set_stage(self, conn: psycopg.Connection[Any], sess: Session, uid: int) -> str:
         (changed,) = conn.execute("SELECT password_changed_at FROM staff.users WHERE id = %s", (uid,)).fetchone()  # type: ignore[misc]
         stage = "password" if changed + self.s.password_max_age < self.now() else "full"
-        # a fresh session id after authentication would need a new cookie; the stage moves on the same row,
-        # whose id was created at password time within this login (no fixation: ids are never accepted
-        # from the client before login).
+        # full authentication gets a fresh session id (and CSRF token): no session fixation across the MFA step
+        cookie = secrets.token_urlsafe(32)
+        new_hash, csrf = self._sid_hash(cookie), secrets.token_urlsafe(32)
         conn.execute(
-            "UPDATE staff.sessions SET stage = %s, pending_totp_ct = NULL WHERE id_hash = %s", (stage, sess.id_hash)
+            "UPDATE staff.sessions SET id_hash = %s, csrf = %s, stage = %s, pending_totp_ct = NULL WHERE id_hash = %s",
+            (new_hash, csrf, stage, sess.id_hash),
         )
+        sess.id_hash, sess.csrf, sess.stage, sess.new_cookie = new_hash, csrf, stage, cookie
         return stage
 
     def _totp_ok(self, secret: str, code: str, last_step: int) -> int | None:

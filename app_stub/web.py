@@ -271,6 +271,11 @@ def _set_session_cookie(response: Response, cookie: str, s: Settings) -> None:
     )
 
 
+def _renewed(response: Response, sess: Session, s: Settings) -> None:
+    if sess.new_cookie:
+        _set_session_cookie(response, sess.new_cookie, s)
+
+
 def _card(core: Core, c: CardIn) -> Card:
     return validate_card(c.number, c.exp_month, c.exp_year, core.now().date())
 
@@ -300,17 +305,20 @@ def _api_routes(app: FastAPI, core: Core) -> None:
     P = Annotated[Session, Depends(pending)]  # noqa: N806
 
     @app.post("/api/login/mfa", tags=["auth"])
-    def api_mfa(body: CodeIn, sess: P) -> dict[str, Any]:
-        return {"stage": core.verify_mfa(sess, body.code)}
+    def api_mfa(body: CodeIn, sess: P, response: Response) -> dict[str, Any]:
+        stage = core.verify_mfa(sess, body.code)
+        _renewed(response, sess, core.s)
+        return {"stage": stage, "csrf_token": sess.csrf}
 
     @app.post("/api/mfa/enrol", tags=["auth"])
     def api_enrol_start(sess: P) -> dict[str, Any]:
         return {"otpauth_uri": core.start_enrolment(sess)}
 
     @app.post("/api/mfa/enrol/confirm", tags=["auth"])
-    def api_enrol_confirm(body: CodeIn, sess: P) -> dict[str, Any]:
+    def api_enrol_confirm(body: CodeIn, sess: P, response: Response) -> dict[str, Any]:
         stage, codes = core.finish_enrolment(sess, body.code)
-        return {"stage": stage, "recovery_codes": codes}
+        _renewed(response, sess, core.s)
+        return {"stage": stage, "recovery_codes": codes, "csrf_token": sess.csrf}
 
     @app.post("/api/password", tags=["auth"])
     def api_password(body: PasswordIn, sess: P) -> dict[str, Any]:
@@ -518,7 +526,9 @@ def _ui_routes(app: FastAPI, core: Core) -> None:
             stage = core.verify_mfa(sess, code)
         except AppError as exc:
             return page(request, "mfa.html", exc.status, error=exc.message)
-        return RedirectResponse("/password" if stage == "password" else "/", status_code=303)
+        resp = RedirectResponse("/password" if stage == "password" else "/", status_code=303)
+        _renewed(resp, sess, core.s)
+        return resp
 
     @app.get("/mfa/enrol", response_class=HTMLResponse, include_in_schema=False)
     def enrol_form(request: Request, sess: UP) -> Response:
@@ -534,7 +544,9 @@ def _ui_routes(app: FastAPI, core: Core) -> None:
             stage, codes = core.finish_enrolment(sess, code)
         except AppError as exc:
             return page(request, "error.html", exc.status, status=exc.status, message=exc.message)
-        return page(request, "recovery.html", codes=codes, next="/password" if stage == "password" else "/")
+        resp = page(request, "recovery.html", codes=codes, next="/password" if stage == "password" else "/")
+        _renewed(resp, sess, core.s)
+        return resp
 
     @app.get("/password", response_class=HTMLResponse, include_in_schema=False)
     def password_form(request: Request, sess: UP) -> Response:

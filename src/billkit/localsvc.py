@@ -16,8 +16,8 @@ API (kept small on purpose):
   clear-text TCP), ``fast`` turns fsync off (tests only). ``PostgresServer.dsn(dbname, user,
   password)`` builds a verify-full TLS connection string; ``.superuser``/``.password`` are set.
 - ``openbao(base_dir=None) -> BaoServer``: a non-dev ``bao server`` with (single-node) raft storage and a
-  TLS listener, initialised (1 share) and unsealed with hvac. ``.url``, ``.root_token``,
-  ``.unseal_key``, ``.ca_file``, ``.client()``.
+  TLS listener and a file audit device, initialised (1 share) and unsealed with hvac. ``.url``,
+  ``.root_token``, ``.unseal_key``, ``.ca_file``, ``.audit_log``, ``.client()``.
 - ``self_signed_cert(directory, names)`` and ``free_port()`` are reusable helpers.
 
 Apt packages (postgresql-15) are installed through ``billkit.system.ensure_packages``.
@@ -266,6 +266,7 @@ class BaoServer:
     unseal_key: str
     ca_file: Path
     pid: int
+    audit_log: Path  # the file audit device declared in the server's config
 
     def client(self, token: str | None = None) -> Any:
         """An hvac client for this server (root token unless another token is given)."""
@@ -352,7 +353,7 @@ log_level     = "warn"
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"bao did not become active:\n{_tail(log)}")
                 time.sleep(0.1)
-            yield BaoServer(url, token, unseal_key, cert, proc.pid)
+            yield BaoServer(url, token, unseal_key, cert, proc.pid, root / "audit.log")
         finally:
             _stop(proc)
     finally:

@@ -167,10 +167,17 @@ class StaffClient:
         self.secret = urllib.parse.parse_qs(urllib.parse.urlparse(uri).query)["secret"][0]
         r = self.post("/api/mfa/enrol/confirm", json={"code": self.code()})
         assert r.status_code == 200, r.text
+        self.csrf = r.json()["csrf_token"]
         self.recovery = r.json()["recovery_codes"]
 
     def login(self, password: str = PASSWORD) -> Any:
         r = self.http.post("/api/login", json={"username": self.username, "password": password})
+        if r.status_code == 200:
+            self.csrf = r.json()["csrf_token"]
+        return r
+
+    def mfa(self, code: str) -> Any:
+        r = self.post("/api/login/mfa", json={"code": code})
         if r.status_code == 200:
             self.csrf = r.json()["csrf_token"]
         return r
@@ -221,3 +228,17 @@ CUSTOMER = {
     "tax_id": "GB123456789",
 }
 VISA = "4242424242424242"
+
+
+def issued_invoice(c: StaffClient, total: int = 1000) -> int:
+    cid = c.post("/api/customers", json=CUSTOMER).json()["id"]
+    iid = c.post(
+        "/api/invoices",
+        json={
+            "customer_id": cid,
+            "currency": "EUR",
+            "lines": [{"description": "Service", "quantity": 1, "unit_price_minor": total, "tax_rate_bp": 0}],
+        },
+    ).json()["id"]
+    c.post(f"/api/invoices/{iid}/issue").raise_for_status()
+    return iid

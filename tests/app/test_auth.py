@@ -4,6 +4,7 @@ import hashlib
 
 import pytest
 from apphelpers import PASSWORD, Env, StaffClient
+from fastapi.testclient import TestClient
 
 from app_stub.config import DEV_SECRET, Settings, SettingsError
 
@@ -30,8 +31,8 @@ def test_every_account_must_enrol_totp_before_any_access(env: Env) -> None:
     c2.secret = c.secret
     assert c2.login().json()["stage"] == "mfa"
     assert c2.get("/api/me").status_code == 401
-    assert c2.post("/api/login/mfa", json={"code": "000000"}).status_code == 401
-    assert c2.post("/api/login/mfa", json={"code": c2.code()}).json()["stage"] == "full"
+    assert c2.mfa("000000").status_code == 401
+    assert c2.mfa(c2.code()).json()["stage"] == "full"
     assert c2.get("/api/me").status_code == 200
 
 
@@ -45,9 +46,9 @@ def test_recovery_codes_are_single_use_and_stored_hashed(env: Env) -> None:
     assert hashlib.sha256(c.recovery[0].encode()).hexdigest() in stored
     code = c.recovery[0]
     c.login()
-    assert c.post("/api/login/mfa", json={"code": code}).status_code == 200
+    assert c.mfa(code).status_code == 200
     c.login()
-    r = c.post("/api/login/mfa", json={"code": code})
+    r = c.mfa(code)
     assert r.status_code == 401 and "invalid MFA code" in r.text
 
 
@@ -89,7 +90,7 @@ def test_password_history_and_expiry(env: Env) -> None:
     # after 90 days the password must be changed before anything else
     env.clock.advance(days=91)
     c.login()
-    assert c.post("/api/login/mfa", json={"code": c.code()}).json()["stage"] == "password"
+    assert c.mfa(c.code()).json()["stage"] == "password"
     assert c.get("/api/me").status_code == 401
     c.post("/api/password", json={"old_password": PASSWORD, "new_password": "Fresh-password-99"}).raise_for_status()
     assert c.get("/api/me").status_code == 200
@@ -139,6 +140,16 @@ def test_session_cookie_is_secure_httponly_samesite_and_csrf_enforced(env: Env) 
     assert client.post("/api/mfa/enrol").status_code == 403  # no CSRF token
     assert client.post("/api/mfa/enrol", headers={"X-CSRF-Token": "forged"}).status_code == 403
     assert c.post("/api/mfa/enrol").status_code == 200
+    # full authentication renews the session id: the pre-MFA cookie is worth nothing afterwards
+    before = client.cookies.get("__Host-billkit_session")
+    uri = c.post("/api/mfa/enrol").json()["otpauth_uri"]
+    c.secret = uri.split("secret=")[1].split("&")[0]
+    r = c.post("/api/mfa/enrol/confirm", json={"code": c.code()})
+    assert r.status_code == 200
+    after = client.cookies.get("__Host-billkit_session")
+    assert after and after != before
+    stale = TestClient(env.app, base_url="https://testserver", cookies={"__Host-billkit_session": before or ""})
+    assert stale.get("/api/me").status_code == 401
     # the login form carries a CSRF token bound to a cookie
     anon = env.client()
     page = anon.get("/login")
@@ -158,7 +169,7 @@ def test_roles_need_current_training_and_lapse_on_expiry(env: Env) -> None:
     assert c.get("/api/customers").status_code == 200
     env.clock.advance(days=366)  # the acknowledgement expires (session idle too: log in again)
     c.login()
-    c.post("/api/login/mfa", json={"code": c.code()})
+    c.mfa(c.code())
     c.post("/api/password", json={"old_password": PASSWORD, "new_password": "Renewed-password-7"})
     assert c.get("/api/customers").status_code == 403
     # a new training version also suspends roles

@@ -1,8 +1,7 @@
 """Billing: invoices, credit notes, payments (idempotency, crash recovery), bad input."""
 
 import pytest
-from apphelpers import CUSTOMER, VISA, Env, StaffClient
-from test_cards import issued_invoice
+from apphelpers import CUSTOMER, VISA, Env, StaffClient, issued_invoice
 
 from app_stub.service import Staff
 

@@ -3,8 +3,7 @@
 from collections.abc import Iterator
 
 import pytest
-from apphelpers import CUSTOMER, VISA, Env, Services, build_env, close_env
-from test_cards import issued_invoice
+from apphelpers import CUSTOMER, VISA, Env, Services, build_env, close_env, issued_invoice
 
 from app_stub import vault_setup as vs
 from app_stub.crypto import Transit, VaultError
@@ -150,7 +149,7 @@ def test_forced_rewrap_retires_old_versions_and_erasure_shreds_backups(rot_env: 
     for cid in ids[1:]:
         assert admin.get(f"/api/customers/{cid}").json()["name"] == CUSTOMER["name"]
     clerk.login()
-    assert clerk.post("/api/login/mfa", json={"code": clerk.code()}).status_code == 200
+    assert clerk.mfa(clerk.code()).status_code == 200
     # the old version is retired: the erased customer's key in a backup can no longer be unwrapped
     processor = rotation_transit(env, vs.POLICY_APP)
     with pytest.raises(VaultError, match="decryption version|min_decryption_version|too old|archived|not allowed"):
