@@ -8,6 +8,7 @@ uses bound parameters.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -52,7 +53,9 @@ def migrate(owner_dsn: str) -> list[str]:
     return applied
 
 
-def make_pool(dsn: str, name: str, max_size: int = 8) -> ConnectionPool:
-    pool = ConnectionPool(dsn, min_size=1, max_size=max_size, name=name, open=False, kwargs={"autocommit": False})
+def make_pool(dsn: str, name: str, max_size: int = 8) -> ConnectionPool[Any]:
+    pool: ConnectionPool[Any] = ConnectionPool(
+        dsn, min_size=1, max_size=max_size, name=name, open=False, kwargs={"autocommit": False}
+    )
     pool.open(wait=True, timeout=15)
     return pool

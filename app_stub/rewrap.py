@@ -15,15 +15,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from app_stub import vault_setup as vs
 from app_stub.crypto import Transit
 
-# (transit key, table, ciphertext column, primary key column)
-TARGETS: tuple[tuple[str, str, str, str], ...] = (
-    (vs.KEY_PII, "billing.customer_keys", "wrapped_key", "customer_id"),
-    (vs.KEY_PII, "staff.users", "totp_secret_ct", "id"),
-    (vs.KEY_PAN, "cardvault.pans", "pan_ct", "token"),
+# (transit key, schema, table, ciphertext column, primary key column)
+TARGETS: tuple[tuple[str, str, str, str, str], ...] = (
+    (vs.KEY_PII, "billing", "customer_keys", "wrapped_key", "customer_id"),
+    (vs.KEY_PII, "staff", "users", "totp_secret_ct", "id"),
+    (vs.KEY_PAN, "cardvault", "pans", "pan_ct", "token"),
 )
 
 
@@ -58,25 +59,25 @@ def rewrap_all(
             transit._post(f"keys/{key}/rotate", {})
     batches = 0
     with psycopg.connect(owner_dsn) as conn:
-        for key, table, col, pk in TARGETS:
+        for key, schema, name, col, pk in TARGETS:
+            table = f"{schema}.{name}"
+            ids = {"t": sql.Identifier(schema, name), "c": sql.Identifier(col), "pk": sql.Identifier(pk)}
+            select = sql.SQL(
+                "SELECT {pk}, {c} FROM {t} WHERE {c} IS NOT NULL AND {c} NOT LIKE %s ORDER BY {pk} LIMIT %s "
+                "FOR UPDATE SKIP LOCKED"
+            ).format(**ids)
+            update = sql.SQL("UPDATE {t} SET {c} = %s WHERE {pk} = %s").format(**ids)
             latest = latest_version(transit, key)
             prefix = f"vault:v{latest}:"
             done = 0
             while True:
-                rows: list[tuple[Any, str]] = conn.execute(
-                    f"SELECT {pk}, {col} FROM {table} WHERE {col} IS NOT NULL AND {col} NOT LIKE %s "  # noqa: S608
-                    f"ORDER BY {pk} LIMIT %s FOR UPDATE SKIP LOCKED",
-                    (prefix + "%", batch),
-                ).fetchall()
+                rows: list[tuple[Any, str]] = conn.execute(select, (prefix + "%", batch)).fetchall()
                 if not rows:
                     conn.commit()
                     break
                 new = transit.rewrap(key, [r[1] for r in rows])
                 with conn.cursor() as cur:
-                    cur.executemany(
-                        f"UPDATE {table} SET {col} = %s WHERE {pk} = %s",  # noqa: S608
-                        [(ct, r[0]) for ct, r in zip(new, rows, strict=True)],
-                    )
+                    cur.executemany(update, [(ct, r[0]) for ct, r in zip(new, rows, strict=True)])
                 conn.commit()
                 done += len(rows)
                 batches += 1

@@ -16,12 +16,13 @@ import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, LiteralString
 
 import psycopg
 import pyotp
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from app_stub import audit, rbac
@@ -177,6 +178,7 @@ class Core:
         """Check the password; return a new (cookie, session) at stage mfa, enrol or password."""
         now = self.now()
         generic = AppError(401, "invalid username or password")
+        result: tuple[str, Session] | None = None
         with self.tx() as conn:
             row = conn.execute(
                 "SELECT id, password_hash, failed_attempts, locked_until, totp_secret_ct, password_changed_at "
@@ -204,11 +206,11 @@ class Core:
                         "UPDATE staff.users SET password_hash = %s WHERE id = %s", (self.ph.hash(password), uid)
                     )
                 stage = "mfa" if totp_ct else "enrol"
-                cookie, sess = self._new_session(conn, uid, stage)
+                result = self._new_session(conn, uid, stage)
                 audit.append(conn, now, f"user:{uid}", "auth.password", f"user:{uid}", next_stage=stage)
-        if err is not None:
-            raise err
-        return cookie, sess
+        if err is not None or result is None:
+            raise err or generic
+        return result
 
     def _new_session(self, conn: psycopg.Connection[Any], uid: int, stage: str) -> tuple[str, Session]:
         cookie = secrets.token_urlsafe(32)
@@ -267,7 +269,7 @@ class Core:
         code = (code or "").strip().replace(" ", "")
         if not re.fullmatch(r"\d{6}", code):
             return None
-        totp = pyotp.TOTP(secret)
+        totp = pyotp.totp.TOTP(secret)
         now = self.now()
         step_now = int(now.timestamp()) // 30
         for step in (step_now - 1, step_now, step_now + 1):
@@ -291,7 +293,7 @@ class Core:
         if sess.stage != "mfa":
             raise AppError(409, "no MFA step pending for this session")
         now, uid = self.now(), sess.user_id
-        ok, err = False, None
+        ok, err, method, stage = False, None, "", sess.stage
         with self.tx() as conn:
             secret, last, failed, locked = self._user_totp(conn, uid)
             if locked is not None and locked > now:
@@ -335,7 +337,7 @@ class Core:
             conn.execute("UPDATE staff.sessions SET pending_totp_ct = %s WHERE id_hash = %s", (ct, sess.id_hash))
             (username,) = conn.execute("SELECT username FROM staff.users WHERE id = %s", (sess.user_id,)).fetchone()  # type: ignore[misc]
         sess.pending_totp_ct = ct
-        return pyotp.TOTP(secret).provisioning_uri(name=username, issuer_name=self.s.issuer)
+        return pyotp.totp.TOTP(secret).provisioning_uri(name=username, issuer_name=self.s.issuer)
 
     def finish_enrolment(self, sess: Session, code: str) -> tuple[str, list[str]]:
         """Confirm the pending secret with a code; returns (stage, recovery codes shown once)."""
@@ -619,7 +621,7 @@ class Core:
             "paid_at",
             "voided_at",
         )
-        inv = dict(zip(keys, row, strict=True))
+        inv: dict[str, Any] = dict(zip(keys, row, strict=True))
         inv["balance_minor"] = inv["total_minor"] - inv["credited_minor"] - inv["paid_minor"]
         return inv
 
@@ -672,8 +674,10 @@ class Core:
                 raise AppError(409, f"invoice {iid} is {inv['state']}; only {' or '.join(allowed)} can become {to}")
             if to == "void" and inv["paid_minor"] > 0:
                 raise AppError(409, f"invoice {iid} has payments; issue a credit note instead")
-            col = {"issued": "issued_at", "void": "voided_at"}[to]
-            conn.execute(f"UPDATE billing.invoices SET state = %s, {col} = %s WHERE id = %s", (to, now, iid))  # noqa: S608
+            if to == "issued":
+                conn.execute("UPDATE billing.invoices SET state = 'issued', issued_at = %s WHERE id = %s", (now, iid))
+            else:
+                conn.execute("UPDATE billing.invoices SET state = 'void', voided_at = %s WHERE id = %s", (now, iid))
             audit.append(conn, now, staff.actor, f"invoice.{'issue' if to == 'issued' else 'void'}", f"invoice:{iid}")
             return self._invoice_row(conn, iid)
 
@@ -729,17 +733,19 @@ class Core:
             audit.append(conn, self.now(), staff.actor, "card.detokenize", f"card:{token}")
         return {"token": token, "pan": pan}
 
-    def _payments(self, conn: psycopg.Connection[Any], where: str, args: tuple[Any, ...]) -> list[dict[str, Any]]:
-        rows = conn.execute(
-            "SELECT p.id, p.invoice_id, p.amount_minor, p.currency, p.status, p.gateway_charge_id, p.decline_reason, "  # noqa: S608
+    def _payments(
+        self, conn: psycopg.Connection[Any], where: LiteralString, args: tuple[Any, ...]
+    ) -> list[dict[str, Any]]:
+        query = sql.SQL(
+            "SELECT p.id, p.invoice_id, p.amount_minor, p.currency, p.status, p.gateway_charge_id, p.decline_reason, "
             "p.created_at, c.token, c.brand, c.last4, c.exp_month, c.exp_year FROM billing.payments p "
-            f"JOIN billing.cards c ON c.token = p.card_token WHERE {where} ORDER BY p.id",  # noqa: S608
-            args,
-        ).fetchall()
+            "JOIN billing.cards c ON c.token = p.card_token WHERE {} ORDER BY p.id"
+        ).format(sql.SQL(where))
+        rows = conn.execute(query, args).fetchall()
         keys = ("id", "invoice_id", "amount_minor", "currency", "status", "charge_id", "decline_reason", "created_at")
         out = []
         for r in rows:
-            d = dict(zip(keys, r[:8], strict=True))
+            d: dict[str, Any] = dict(zip(keys, r[:8], strict=True))
             d["card"] = {"token": r[8], "brand": r[9], "last4": r[10], "exp_month": r[11], "exp_year": r[12]}
             out.append(d)
         return out

@@ -225,6 +225,16 @@ async def _check_csrf(request: Request, sess: Session) -> None:
         raise AppError(403, "CSRF token missing or wrong: reload the page and try again")
 
 
+async def pending_session(request: Request) -> Session:
+    """A session at any stage (for the MFA, enrolment and password steps), CSRF-checked."""
+    sess = _session(request)
+    if sess is None:
+        raise NeedLogin(401, "log in first")
+    await _check_csrf(request, sess)
+    request.state.session = sess
+    return sess
+
+
 async def current_staff(request: Request) -> Staff:
     sess = _session(request)
     if sess is None:
@@ -253,6 +263,10 @@ def require(perm: Perm) -> Callable[..., Any]:
         return staff
 
     return dep
+
+
+CurrentStaff = Annotated[Staff, Depends(current_staff)]
+PendingSession = Annotated[Session, Depends(pending_session)]
 
 
 def _perm(p: Perm) -> dict[str, Any]:
@@ -284,55 +298,41 @@ def _card(core: Core, c: CardIn) -> Card:
 
 
 def _api_routes(app: FastAPI, core: Core) -> None:
-    S = Annotated[Staff, Depends(current_staff)]  # noqa: N806
-
-    def R(p: Perm) -> Any:  # noqa: N802
-        return Annotated[Staff, Depends(require(p))]
-
     @app.post("/api/login", tags=["auth"])
     def api_login(body: LoginIn, response: Response) -> dict[str, Any]:
         cookie, sess = core.login(body.username, body.password)
         _set_session_cookie(response, cookie, core.s)
         return {"stage": sess.stage, "csrf_token": sess.csrf}
 
-    async def pending(request: Request) -> Session:
-        sess = _session(request)
-        if sess is None:
-            raise NeedLogin(401, "log in first")
-        await _check_csrf(request, sess)
-        return sess
-
-    P = Annotated[Session, Depends(pending)]  # noqa: N806
-
     @app.post("/api/login/mfa", tags=["auth"])
-    def api_mfa(body: CodeIn, sess: P, response: Response) -> dict[str, Any]:
+    def api_mfa(body: CodeIn, sess: PendingSession, response: Response) -> dict[str, Any]:
         stage = core.verify_mfa(sess, body.code)
         _renewed(response, sess, core.s)
         return {"stage": stage, "csrf_token": sess.csrf}
 
     @app.post("/api/mfa/enrol", tags=["auth"])
-    def api_enrol_start(sess: P) -> dict[str, Any]:
+    def api_enrol_start(sess: PendingSession) -> dict[str, Any]:
         return {"otpauth_uri": core.start_enrolment(sess)}
 
     @app.post("/api/mfa/enrol/confirm", tags=["auth"])
-    def api_enrol_confirm(body: CodeIn, sess: P, response: Response) -> dict[str, Any]:
+    def api_enrol_confirm(body: CodeIn, sess: PendingSession, response: Response) -> dict[str, Any]:
         stage, codes = core.finish_enrolment(sess, body.code)
         _renewed(response, sess, core.s)
         return {"stage": stage, "recovery_codes": codes, "csrf_token": sess.csrf}
 
     @app.post("/api/password", tags=["auth"])
-    def api_password(body: PasswordIn, sess: P) -> dict[str, Any]:
+    def api_password(body: PasswordIn, sess: PendingSession) -> dict[str, Any]:
         core.change_password(sess, body.old_password, body.new_password)
         return {"stage": sess.stage}
 
     @app.post("/api/logout", tags=["auth"])
-    def api_logout(sess: P, response: Response) -> dict[str, str]:
+    def api_logout(sess: PendingSession, response: Response) -> dict[str, str]:
         core.logout(sess)
         response.delete_cookie(COOKIE, path="/", secure=core.s.secure_cookies, httponly=True, samesite="strict")
         return {"status": "logged out"}
 
     @app.get("/api/me", tags=["auth"])
-    def api_me(staff: S) -> dict[str, Any]:
+    def api_me(staff: CurrentStaff) -> dict[str, Any]:
         return {
             "id": staff.id,
             "username": staff.username,
@@ -343,23 +343,23 @@ def _api_routes(app: FastAPI, core: Core) -> None:
         }
 
     @app.post("/api/training/acknowledge", tags=["auth"])
-    def api_training(staff: S) -> dict[str, Any]:
+    def api_training(staff: CurrentStaff) -> dict[str, Any]:
         core.ack_training(staff)
         return {"training_version": core.s.training_version}
 
     @app.get("/api/users", tags=["staff"], openapi_extra=_perm(Perm.USERS_READ))
-    def api_users(staff: R(Perm.USERS_READ)) -> list[dict[str, Any]]:
+    def api_users(staff: Annotated[Staff, Depends(require(Perm.USERS_READ))]) -> list[dict[str, Any]]:
         return core.list_users(staff)
 
     @app.post("/api/users", tags=["staff"], status_code=201, openapi_extra=_perm(Perm.USERS_MANAGE))
-    def api_user_create(body: UserIn, staff: R(Perm.USERS_MANAGE)) -> dict[str, Any]:
+    def api_user_create(body: UserIn, staff: Annotated[Staff, Depends(require(Perm.USERS_MANAGE))]) -> dict[str, Any]:
         return {"id": core.create_user(body.username, body.password, staff.actor)}
 
     @app.post("/api/users/{user_id}/roles", tags=["staff"], openapi_extra=_perm(Perm.ROLES_GRANT))
     def api_grant(
         user_id: int,
         body: RoleIn,
-        staff: R(Perm.ROLES_GRANT),
+        staff: Annotated[Staff, Depends(require(Perm.ROLES_GRANT))],
         x_step_up_code: Annotated[str | None, Header(max_length=40)] = None,
     ) -> dict[str, str]:
         core.grant_role(staff, user_id, body.role, x_step_up_code)
@@ -369,56 +369,62 @@ def _api_routes(app: FastAPI, core: Core) -> None:
     def api_revoke(
         user_id: int,
         role: str,
-        staff: R(Perm.ROLES_GRANT),
+        staff: Annotated[Staff, Depends(require(Perm.ROLES_GRANT))],
         x_step_up_code: Annotated[str | None, Header(max_length=40)] = None,
     ) -> dict[str, str]:
         core.grant_role(staff, user_id, role, x_step_up_code, revoke=True)
         return {"status": "revoked"}
 
     @app.get("/api/customers", tags=["customers"], openapi_extra=_perm(Perm.CUSTOMERS_READ))
-    def api_customers(staff: R(Perm.CUSTOMERS_READ)) -> list[dict[str, Any]]:
+    def api_customers(staff: Annotated[Staff, Depends(require(Perm.CUSTOMERS_READ))]) -> list[dict[str, Any]]:
         return core.list_customers(staff)
 
     @app.post("/api/customers", tags=["customers"], status_code=201, openapi_extra=_perm(Perm.CUSTOMERS_WRITE))
-    def api_customer_create(body: CustomerIn, staff: R(Perm.CUSTOMERS_WRITE)) -> dict[str, Any]:
+    def api_customer_create(
+        body: CustomerIn, staff: Annotated[Staff, Depends(require(Perm.CUSTOMERS_WRITE))]
+    ) -> dict[str, Any]:
         return {"id": core.create_customer(staff, body.model_dump())}
 
     @app.get("/api/customers/search", tags=["customers"], openapi_extra=_perm(Perm.CUSTOMERS_READ))
-    def api_customer_search(email: Annotated[str, Field(max_length=254)], staff: R(Perm.CUSTOMERS_READ)) -> list[int]:
+    def api_customer_search(
+        email: Annotated[str, Field(max_length=254)], staff: Annotated[Staff, Depends(require(Perm.CUSTOMERS_READ))]
+    ) -> list[int]:
         return core.find_customers(staff, email)
 
     @app.get("/api/customers/{cid}", tags=["customers"], openapi_extra=_perm(Perm.CUSTOMERS_READ))
-    def api_customer(cid: int, staff: R(Perm.CUSTOMERS_READ)) -> dict[str, Any]:
+    def api_customer(cid: int, staff: Annotated[Staff, Depends(require(Perm.CUSTOMERS_READ))]) -> dict[str, Any]:
         return core.get_customer(staff, cid)
 
     @app.get("/api/customers/{cid}/export", tags=["gdpr"], openapi_extra=_perm(Perm.GDPR_EXPORT))
-    def api_export(cid: int, staff: R(Perm.GDPR_EXPORT)) -> dict[str, Any]:
+    def api_export(cid: int, staff: Annotated[Staff, Depends(require(Perm.GDPR_EXPORT))]) -> dict[str, Any]:
         return core.export_customer(staff, cid)
 
     @app.post("/api/customers/{cid}/erase", tags=["gdpr"], openapi_extra=_perm(Perm.GDPR_ERASE))
-    def api_erase(cid: int, staff: R(Perm.GDPR_ERASE)) -> dict[str, str]:
+    def api_erase(cid: int, staff: Annotated[Staff, Depends(require(Perm.GDPR_ERASE))]) -> dict[str, str]:
         core.erase_customer(staff, cid)
         return {"status": "erased"}
 
     @app.get("/api/invoices", tags=["invoices"], openapi_extra=_perm(Perm.INVOICES_READ))
-    def api_invoices(staff: R(Perm.INVOICES_READ)) -> list[dict[str, Any]]:
+    def api_invoices(staff: Annotated[Staff, Depends(require(Perm.INVOICES_READ))]) -> list[dict[str, Any]]:
         return core.list_invoices(staff)
 
     @app.post("/api/invoices", tags=["invoices"], status_code=201, openapi_extra=_perm(Perm.INVOICES_WRITE))
-    def api_invoice_create(body: InvoiceIn, staff: R(Perm.INVOICES_WRITE)) -> dict[str, Any]:
+    def api_invoice_create(
+        body: InvoiceIn, staff: Annotated[Staff, Depends(require(Perm.INVOICES_WRITE))]
+    ) -> dict[str, Any]:
         iid = core.create_invoice(staff, body.customer_id, body.currency, [ln.model_dump() for ln in body.lines])
         return core.get_invoice(staff, iid)
 
     @app.get("/api/invoices/{iid}", tags=["invoices"], openapi_extra=_perm(Perm.INVOICES_READ))
-    def api_invoice(iid: int, staff: R(Perm.INVOICES_READ)) -> dict[str, Any]:
+    def api_invoice(iid: int, staff: Annotated[Staff, Depends(require(Perm.INVOICES_READ))]) -> dict[str, Any]:
         return core.get_invoice(staff, iid)
 
     @app.post("/api/invoices/{iid}/issue", tags=["invoices"], openapi_extra=_perm(Perm.INVOICES_ISSUE))
-    def api_issue(iid: int, staff: R(Perm.INVOICES_ISSUE)) -> dict[str, Any]:
+    def api_issue(iid: int, staff: Annotated[Staff, Depends(require(Perm.INVOICES_ISSUE))]) -> dict[str, Any]:
         return core.transition(staff, iid, "issued")
 
     @app.post("/api/invoices/{iid}/void", tags=["invoices"], openapi_extra=_perm(Perm.INVOICES_VOID))
-    def api_void(iid: int, staff: R(Perm.INVOICES_VOID)) -> dict[str, Any]:
+    def api_void(iid: int, staff: Annotated[Staff, Depends(require(Perm.INVOICES_VOID))]) -> dict[str, Any]:
         return core.transition(staff, iid, "void")
 
     @app.post(
@@ -427,37 +433,39 @@ def _api_routes(app: FastAPI, core: Core) -> None:
         status_code=201,
         openapi_extra=_perm(Perm.CREDIT_NOTES_WRITE),
     )
-    def api_credit(iid: int, body: CreditNoteIn, staff: R(Perm.CREDIT_NOTES_WRITE)) -> dict[str, Any]:
+    def api_credit(
+        iid: int, body: CreditNoteIn, staff: Annotated[Staff, Depends(require(Perm.CREDIT_NOTES_WRITE))]
+    ) -> dict[str, Any]:
         return {"id": core.credit_note(staff, iid, body.amount_minor, body.reason)}
 
     @app.post("/api/invoices/{iid}/payments", tags=["payments"], openapi_extra=_perm(Perm.PAYMENTS_CHARGE))
     def api_pay(
         iid: int,
         body: PaymentIn,
-        staff: R(Perm.PAYMENTS_CHARGE),
+        staff: Annotated[Staff, Depends(require(Perm.PAYMENTS_CHARGE))],
         idempotency_key: Annotated[str | None, Header(max_length=100)] = None,
     ) -> dict[str, Any]:
         card = _card(core, body.card) if body.card else None
         return core.pay(staff, iid, idempotency_key or "", card, body.token)
 
     @app.get("/api/payments", tags=["payments"], openapi_extra=_perm(Perm.PAYMENTS_READ))
-    def api_payments(staff: R(Perm.PAYMENTS_READ)) -> list[dict[str, Any]]:
+    def api_payments(staff: Annotated[Staff, Depends(require(Perm.PAYMENTS_READ))]) -> list[dict[str, Any]]:
         return core.list_payments(staff)
 
     @app.post("/api/cards", tags=["cards"], status_code=201, openapi_extra=_perm(Perm.CARDS_TOKENIZE))
-    def api_tokenize(body: CardIn, staff: R(Perm.CARDS_TOKENIZE)) -> dict[str, Any]:
+    def api_tokenize(body: CardIn, staff: Annotated[Staff, Depends(require(Perm.CARDS_TOKENIZE))]) -> dict[str, Any]:
         return core.tokenize(staff, _card(core, body))
 
     @app.post("/api/cards/{token}/detokenize", tags=["cards"], openapi_extra=_perm(Perm.CARDS_DETOKENIZE))
     def api_detokenize(
         token: Annotated[str, Field(max_length=40)],
-        staff: R(Perm.CARDS_DETOKENIZE),
+        staff: Annotated[Staff, Depends(require(Perm.CARDS_DETOKENIZE))],
         x_step_up_code: Annotated[str | None, Header(max_length=40)] = None,
     ) -> dict[str, Any]:
         return core.detokenize(staff, token, x_step_up_code)
 
     @app.get("/api/audit", tags=["audit"], openapi_extra=_perm(Perm.AUDIT_READ))
-    def api_audit(staff: R(Perm.AUDIT_READ)) -> list[dict[str, Any]]:
+    def api_audit(staff: Annotated[Staff, Depends(require(Perm.AUDIT_READ))]) -> list[dict[str, Any]]:
         return core.audit_events(staff)
 
     @app.get("/healthz", tags=["ops"])
@@ -471,24 +479,11 @@ def _api_routes(app: FastAPI, core: Core) -> None:
 
 
 def _ui_routes(app: FastAPI, core: Core) -> None:
-    def page(request: Request, name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
+    def page(request: Request, name: str, status_code: int = 200, **ctx: Any) -> HTMLResponse:
         sess = getattr(request.state, "session", None)
         ctx.setdefault("csrf", sess.csrf if sess else "")
-        return templates.TemplateResponse(request, name, ctx, status_code=status)
-
-    async def ui_pending(request: Request) -> Session:
-        sess = _session(request)
-        if sess is None:
-            raise NeedLogin(401, "log in first")
-        await _check_csrf(request, sess)
-        request.state.session = sess
-        return sess
-
-    UP = Annotated[Session, Depends(ui_pending)]  # noqa: N806
-    US = Annotated[Staff, Depends(current_staff)]  # noqa: N806
-
-    def R(p: Perm) -> Any:  # noqa: N802
-        return Annotated[Staff, Depends(require(p))]
+        ctx.setdefault("status", status_code)
+        return templates.TemplateResponse(request, name, ctx, status_code=status_code)
 
     @app.get("/login", response_class=HTMLResponse, include_in_schema=False)
     def login_form(request: Request) -> Response:
@@ -517,11 +512,11 @@ def _ui_routes(app: FastAPI, core: Core) -> None:
         return resp
 
     @app.get("/login/mfa", response_class=HTMLResponse, include_in_schema=False)
-    def mfa_form(request: Request, sess: UP) -> Response:
+    def mfa_form(request: Request, sess: PendingSession) -> Response:
         return page(request, "mfa.html")
 
     @app.post("/login/mfa", include_in_schema=False)
-    def mfa_post(request: Request, sess: UP, code: Annotated[str, Form(max_length=40)]) -> Response:
+    def mfa_post(request: Request, sess: PendingSession, code: Annotated[str, Form(max_length=40)]) -> Response:
         try:
             stage = core.verify_mfa(sess, code)
         except AppError as exc:
@@ -531,7 +526,7 @@ def _ui_routes(app: FastAPI, core: Core) -> None:
         return resp
 
     @app.get("/mfa/enrol", response_class=HTMLResponse, include_in_schema=False)
-    def enrol_form(request: Request, sess: UP) -> Response:
+    def enrol_form(request: Request, sess: PendingSession) -> Response:
         if sess.stage != "enrol":
             return RedirectResponse("/", status_code=303)
         uri = core.start_enrolment(sess)
@@ -539,23 +534,23 @@ def _ui_routes(app: FastAPI, core: Core) -> None:
         return page(request, "enrol.html", uri=uri, secret=secret)
 
     @app.post("/mfa/enrol", include_in_schema=False)
-    def enrol_post(request: Request, sess: UP, code: Annotated[str, Form(max_length=40)]) -> Response:
+    def enrol_post(request: Request, sess: PendingSession, code: Annotated[str, Form(max_length=40)]) -> Response:
         try:
             stage, codes = core.finish_enrolment(sess, code)
         except AppError as exc:
-            return page(request, "error.html", exc.status, status=exc.status, message=exc.message)
+            return page(request, "error.html", exc.status, message=exc.message)
         resp = page(request, "recovery.html", codes=codes, next="/password" if stage == "password" else "/")
         _renewed(resp, sess, core.s)
         return resp
 
     @app.get("/password", response_class=HTMLResponse, include_in_schema=False)
-    def password_form(request: Request, sess: UP) -> Response:
+    def password_form(request: Request, sess: PendingSession) -> Response:
         return page(request, "password.html")
 
     @app.post("/password", include_in_schema=False)
     def password_post(
         request: Request,
-        sess: UP,
+        sess: PendingSession,
         old_password: Annotated[str, Form(max_length=256)],
         new_password: Annotated[str, Form(max_length=256)],
     ) -> Response:
@@ -566,29 +561,29 @@ def _ui_routes(app: FastAPI, core: Core) -> None:
         return RedirectResponse("/", status_code=303)
 
     @app.post("/logout", include_in_schema=False)
-    def logout_post(request: Request, sess: UP) -> Response:
+    def logout_post(request: Request, sess: PendingSession) -> Response:
         core.logout(sess)
         resp = RedirectResponse("/login", status_code=303)
         resp.delete_cookie(COOKIE, path="/", secure=core.s.secure_cookies, httponly=True, samesite="strict")
         return resp
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def home(request: Request, staff: US) -> Response:
+    def home(request: Request, staff: CurrentStaff) -> Response:
         return page(request, "home.html", staff=staff, training_version=core.s.training_version)
 
     @app.post("/training", include_in_schema=False)
-    def training_post(request: Request, staff: US) -> Response:
+    def training_post(request: Request, staff: CurrentStaff) -> Response:
         core.ack_training(staff)
         return RedirectResponse("/", status_code=303)
 
     @app.get("/customers", response_class=HTMLResponse, include_in_schema=False)
-    def customers(request: Request, staff: R(Perm.CUSTOMERS_READ)) -> Response:
+    def customers(request: Request, staff: Annotated[Staff, Depends(require(Perm.CUSTOMERS_READ))]) -> Response:
         return page(request, "customers.html", staff=staff, customers=core.list_customers(staff))
 
     @app.post("/customers", include_in_schema=False)
     def customers_post(
         request: Request,
-        staff: R(Perm.CUSTOMERS_WRITE),
+        staff: Annotated[Staff, Depends(require(Perm.CUSTOMERS_WRITE))],
         name: Annotated[str, Form()],
         email: Annotated[str, Form()],
         address: Annotated[str, Form()],
@@ -599,14 +594,14 @@ def _ui_routes(app: FastAPI, core: Core) -> None:
         return RedirectResponse("/customers", status_code=303)
 
     @app.get("/invoices", response_class=HTMLResponse, include_in_schema=False)
-    def invoices(request: Request, staff: R(Perm.INVOICES_READ)) -> Response:
+    def invoices(request: Request, staff: Annotated[Staff, Depends(require(Perm.INVOICES_READ))]) -> Response:
         custs = core.list_customers(staff) if Perm.CUSTOMERS_READ in staff.perms else []
         return page(request, "invoices.html", staff=staff, invoices=core.list_invoices(staff), customers=custs)
 
     @app.post("/invoices", include_in_schema=False)
     def invoices_post(
         request: Request,
-        staff: R(Perm.INVOICES_WRITE),
+        staff: Annotated[Staff, Depends(require(Perm.INVOICES_WRITE))],
         customer_id: Annotated[int, Form()],
         currency: Annotated[str, Form()],
         description: Annotated[str, Form()],
@@ -630,13 +625,15 @@ def _ui_routes(app: FastAPI, core: Core) -> None:
         return RedirectResponse(f"/invoices/{iid}", status_code=303)
 
     @app.get("/invoices/{iid}", response_class=HTMLResponse, include_in_schema=False)
-    def invoice(request: Request, iid: int, staff: R(Perm.INVOICES_READ)) -> Response:
+    def invoice(request: Request, iid: int, staff: Annotated[Staff, Depends(require(Perm.INVOICES_READ))]) -> Response:
         return page(
             request, "invoice.html", staff=staff, inv=core.get_invoice(staff, iid), idem=secrets.token_urlsafe(18)
         )
 
     @app.post("/invoices/{iid}/issue", include_in_schema=False)
-    def invoice_issue(request: Request, iid: int, staff: R(Perm.INVOICES_ISSUE)) -> Response:
+    def invoice_issue(
+        request: Request, iid: int, staff: Annotated[Staff, Depends(require(Perm.INVOICES_ISSUE))]
+    ) -> Response:
         core.transition(staff, iid, "issued")
         return RedirectResponse(f"/invoices/{iid}", status_code=303)
 
@@ -644,7 +641,7 @@ def _ui_routes(app: FastAPI, core: Core) -> None:
     def invoice_pay(
         request: Request,
         iid: int,
-        staff: R(Perm.PAYMENTS_CHARGE),
+        staff: Annotated[Staff, Depends(require(Perm.PAYMENTS_CHARGE))],
         number: Annotated[str, Form(max_length=30)],
         exp_month: Annotated[int, Form(ge=1, le=12)],
         exp_year: Annotated[int, Form(ge=2000, le=2100)],
@@ -655,5 +652,5 @@ def _ui_routes(app: FastAPI, core: Core) -> None:
         return RedirectResponse(f"/invoices/{iid}", status_code=303)
 
     @app.get("/audit", response_class=HTMLResponse, include_in_schema=False)
-    def audit_page(request: Request, staff: R(Perm.AUDIT_READ)) -> Response:
+    def audit_page(request: Request, staff: Annotated[Staff, Depends(require(Perm.AUDIT_READ))]) -> Response:
         return page(request, "audit.html", staff=staff, events=core.audit_events(staff))
