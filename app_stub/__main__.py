@@ -16,6 +16,8 @@ def main(argv: list[str] | None = None) -> int:
     rw.add_argument("--rotate", action="store_true", help="rotate the transit keys first")
     rw.add_argument("--batch", type=int, default=500)
     sub.add_parser("verify-audit", help="verify the audit log's hash chain")
+    ca = sub.add_parser("create-admin", help="create the first admin and print its one-time password")
+    ca.add_argument("--username", default="admin")
     args = parser.parse_args(argv)
     owner = os.environ.get("BILLKIT_APP_OWNER_DATABASE_URL", "")
     if not owner:
@@ -25,6 +27,18 @@ def main(argv: list[str] | None = None) -> int:
         from app_stub.db import migrate
 
         print("applied:", ", ".join(migrate(owner)) or "nothing (up to date)")
+        return 0
+    if args.cmd == "create-admin":
+        from app_stub.service import AppError, bootstrap_admin
+
+        try:
+            password = bootstrap_admin(owner, args.username)
+        except AppError as exc:
+            print(f"error: {exc.message}", file=sys.stderr)
+            return 1
+        print(f"first admin '{args.username}' created. One-time password (shown once): {password}")
+        print("Log in at /login: you will enrol TOTP (mandatory), choose a new password, then acknowledge the")
+        print("security training before the admin role takes effect.")
         return 0
     if args.cmd == "verify-audit":
         from app_stub.audit_cli import verify_dsn

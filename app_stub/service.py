@@ -148,6 +148,13 @@ class Core:
             audit.append(conn, now, actor, "user.create", f"user:{uid}")
         return uid
 
+    def staff_id(self, username: str) -> int:
+        with self.tx() as conn:
+            row = conn.execute("SELECT id FROM staff.users WHERE username = %s", (username,)).fetchone()
+        if row is None:
+            raise AppError(404, f"no user {username!r}")
+        return row[0]
+
     def staff(self, conn: psycopg.Connection[Any], user_id: int) -> Staff:
         row = conn.execute(
             "SELECT id, username, training_version, training_acked_at FROM staff.users WHERE id = %s", (user_id,)
@@ -929,6 +936,32 @@ class Core:
             audit.append(conn, self.now(), staff.actor, "audit.read", "audit", count=len(rows))
         keys = ("seq", "at", "actor", "action", "target", "outcome", "detail", "hash")
         return [dict(zip(keys, r, strict=True)) for r in rows]
+
+
+def bootstrap_admin(dsn: str, username: str, settings: Settings | None = None) -> str:
+    """Create the first admin (role granted, training and MFA still to do at first login); return its
+    one-time password. Refuses when any staff account exists already."""
+    s = settings or Settings()
+    if not re.fullmatch(r"[a-z0-9_.-]{3,64}", username):
+        raise _bad("username must be 3-64 characters: lowercase letters, digits, '.', '_' or '-'")
+    password = secrets.token_urlsafe(18) + "7a"  # 146 random bits; meets the letters-and-digits rule
+    ph = PasswordHasher(time_cost=s.argon2_time_cost, memory_cost=s.argon2_memory_kib, parallelism=s.argon2_lanes)
+    h, now = ph.hash(password), s.clock()
+    with psycopg.connect(dsn) as conn:
+        conn.execute("LOCK TABLE staff.users IN EXCLUSIVE MODE")
+        if conn.execute("SELECT 1 FROM staff.users LIMIT 1").fetchone():
+            raise AppError(409, "staff accounts exist already: the first admin is created only once")
+        # the password is set as expired, so the admin must choose their own at first login
+        row = conn.execute(
+            "INSERT INTO staff.users (username, password_hash, password_changed_at, created_at) "
+            "VALUES (%s, %s, %s, %s) RETURNING id",
+            (username, h, now - s.password_max_age - dt.timedelta(seconds=1), now),
+        ).fetchone()
+        if row is None:
+            raise AppError(500, "could not create the admin")
+        conn.execute("INSERT INTO staff.user_roles (user_id, role, granted_at) VALUES (%s, 'admin', %s)", (row[0], now))
+        audit.append(conn, now, "system", "user.bootstrap_admin", f"user:{row[0]}", role="admin")
+    return password
 
 
 def _b32(n: int) -> str:

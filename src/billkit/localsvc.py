@@ -137,6 +137,7 @@ class PostgresServer:
     ca_file: Path
     data_dir: Path
     pid: int
+    log_file: Path
 
     def dsn(self, dbname: str = "postgres", user: str | None = None, password: str | None = None) -> str:
         """A libpq connection string over TLS that verifies the server certificate."""
@@ -233,7 +234,7 @@ def postgres(base_dir: Path | None = None, fast: bool = True) -> Iterator[Postgr
             )
         try:
             _wait_port(port, proc, "postgres", log)
-            server = PostgresServer(LOOPBACK, port, "postgres", password, cert, data, proc.pid)
+            server = PostgresServer(LOOPBACK, port, "postgres", password, cert, data, proc.pid, log)
             _wait_ready(server, proc, log)
             yield server
         finally:

@@ -239,3 +239,29 @@ def test_settings_refuse_default_secrets_outside_development() -> None:
     with pytest.raises(SettingsError, match="encryption"):
         Settings(**{**ok.__dict__, "pii_encryption": False}).validate()
     Settings(environment="development", session_secret=DEV_SECRET, **base).validate()  # allowed only here
+
+
+@pytest.mark.control("MFA-01", "HRD-02", "EDU-01")
+def test_first_admin_must_enrol_change_password_and_train(env: Env) -> None:
+    from app_stub.service import AppError, bootstrap_admin
+
+    dsn = env.services.owner_dsn(env.dbname)
+    with env.owner() as conn:
+        conn.execute("DELETE FROM staff.password_history")
+        conn.execute("DELETE FROM staff.users")
+    password = bootstrap_admin(dsn, "root-admin", env.settings)
+    with pytest.raises(AppError, match="only once"):
+        bootstrap_admin(dsn, "second", env.settings)
+    uid = env.core.staff_id("root-admin")
+    c = StaffClient(env, env.client(), uid, "root-admin")
+    assert c.login(password).json()["stage"] == "enrol"
+    uri = c.post("/api/mfa/enrol").json()["otpauth_uri"]
+    c.secret = uri.split("secret=")[1].split("&")[0]
+    r = c.post("/api/mfa/enrol/confirm", json={"code": c.code()})
+    assert r.json()["stage"] == "password"  # the one-time password must be replaced
+    c.csrf = r.json()["csrf_token"]
+    assert c.get("/api/users").status_code == 401
+    c.post("/api/password", json={"old_password": password, "new_password": "Admin-own-pass-2026"}).raise_for_status()
+    assert c.get("/api/users").status_code == 403  # training first
+    c.post("/api/training/acknowledge").raise_for_status()
+    assert c.get("/api/users").status_code == 200

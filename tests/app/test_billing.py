@@ -185,3 +185,34 @@ def test_declined_card_records_decline_and_leaves_invoice_open(clerk: StaffClien
     assert r.json()["status"] == "declined"
     assert clerk.get(f"/api/invoices/{iid}").json()["state"] == "issued"
     assert env.gateway.charges == 0
+
+
+@pytest.mark.control("APP-03")
+def test_concurrent_retries_with_one_key_charge_once(env: Env, clerk: StaffClient) -> None:
+    import threading
+
+    from app_stub.service import AppError
+    from app_stub.tokenization import validate_card
+
+    iid = issued_invoice(clerk)
+    with env.core.tx() as conn:
+        staff = env.core.staff(conn, clerk.uid)
+    card = validate_card(VISA, 1, 2031, env.clock().date())
+    outcomes: list[str] = []
+
+    def attempt() -> None:
+        try:
+            outcomes.append(env.core.pay(staff, iid, "same-key-racing", card, None)["status"])
+        except AppError as exc:
+            outcomes.append(f"{exc.status}")
+
+    threads = [threading.Thread(target=attempt) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert env.gateway.charges == 1
+    assert "succeeded" in outcomes and set(outcomes) <= {"succeeded", "409"}
+    with env.owner() as conn:
+        assert conn.execute("SELECT count(*), min(status) FROM billing.payments").fetchone() == (1, "succeeded")
+        assert conn.execute("SELECT paid_minor FROM billing.invoices WHERE id = %s", (iid,)).fetchone() == (1000,)

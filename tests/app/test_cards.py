@@ -51,6 +51,9 @@ def test_card_numbers_are_stored_only_as_ciphertext_in_the_card_vault(env: Env, 
     assert "transit/encrypt/pan" in vault_log
     for pan in CARDS:
         assert pan not in vault_log and base64.b64encode(pan.encode()).decode() not in vault_log
+    # nor the database server's log
+    pg_log = env.services.pg.log_file.read_text(errors="replace")
+    assert not any(pan in pg_log for pan in CARDS)
     # the fake gateway keeps last four only
     assert all(len(last4) == 4 for _, last4, _, _ in env.gateway.ledger.values())
 

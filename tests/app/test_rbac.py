@@ -74,3 +74,14 @@ def test_permission_matrix(matrix: dict[str, StaffClient], role: str, method: st
         assert r.status_code < 500
     else:
         assert r.status_code == 403 and f"needs {perm}" in r.json()["detail"]
+
+
+@pytest.mark.control("RBAC-01")
+def test_openapi_is_published_and_every_data_route_declares_its_permission(matrix: dict[str, StaffClient]) -> None:
+    spec = matrix["auditor"].http.get("/openapi.json").json()
+    self_service = {"/api/login", "/api/login/mfa", "/api/mfa/enrol", "/api/mfa/enrol/confirm", "/api/password",
+                    "/api/logout", "/api/me", "/api/training/acknowledge"}  # fmt: skip
+    for path, ops in spec["paths"].items():
+        for method, op in ops.items():
+            if path.startswith("/api/") and path not in self_service:
+                assert op.get("x-permission") in {p.value for p in Perm}, f"{method.upper()} {path}"
