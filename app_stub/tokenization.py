@@ -3,17 +3,17 @@
 A card number arrives once, is validated (Luhn, length, brand, expiry), encrypted with
 transit key ``pan`` and stored in schema ``cardvault``, which only the tokenizer database
 role can read. Billing data keeps a random token, never card-like: ``tok_`` followed by 26
-base32 letters and digits 2–7 (128 random bits), so it can never pass for a card number;
+lowercase letters (131 random bits) and not a single digit, so it can never pass for a card number;
 plus brand, last four and expiry. Detokenization uses a second Vault identity, the
 ``payment-processor`` AppRole, the only one allowed to decrypt with ``pan``.
 """
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import re
 import secrets
+import string
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +22,7 @@ from psycopg_pool import ConnectionPool
 from app_stub import vault_setup as vs
 from app_stub.crypto import Transit
 
-TOKEN_RE = re.compile(r"^tok_[a-z2-7]{26}$")
+TOKEN_RE = re.compile(r"^tok_[a-z]{28}$")
 
 
 class CardError(ValueError):
@@ -96,7 +96,8 @@ def validate_card(number: str, exp_month: int, exp_year: int, today: dt.date) ->
 
 
 def new_token() -> str:
-    return "tok_" + base64.b32encode(secrets.token_bytes(16)).decode().rstrip("=").lower()
+    """``tok_`` and 28 random lowercase letters: 131 bits, and no digit a card-number scanner could match."""
+    return "tok_" + "".join(secrets.choice(string.ascii_lowercase) for _ in range(28))
 
 
 class TokenVault:

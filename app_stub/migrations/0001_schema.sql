@@ -108,7 +108,7 @@ CREATE TABLE billing.credit_notes (
     created_at   timestamptz NOT NULL
 );
 CREATE TABLE billing.cards (
-    token       text PRIMARY KEY CHECK (token ~ '^tok_[a-z2-7]{26}$'),
+    token       text PRIMARY KEY CHECK (token ~ '^tok_[a-z]{28}$'),
     brand       text NOT NULL,
     last4       char(4) NOT NULL CHECK (last4 ~ '^[0-9]{4}$'),
     exp_month   smallint NOT NULL CHECK (exp_month BETWEEN 1 AND 12),
