@@ -15,6 +15,7 @@ def main(argv: list[str] | None = None) -> int:
     rw = sub.add_parser("rewrap", help="forced rewrap to the newest key versions, then retire old versions")
     rw.add_argument("--rotate", action="store_true", help="rotate the transit keys first")
     rw.add_argument("--batch", type=int, default=500)
+    rw.add_argument("--mount", default="transit", help="the transit engine's mount path")
     sub.add_parser("verify-audit", help="verify the audit log's hash chain")
     ca = sub.add_parser("create-admin", help="create the first admin and print its one-time password")
     ca.add_argument("--username", default="admin")
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     url = os.environ.get("BILLKIT_APP_VAULT_URL", "https://127.0.0.1:8200")
     token = os.environ.get("VAULT_TOKEN") or getpass.getpass("Vault token with the key-rotation policy: ")
     ca = os.environ.get("BILLKIT_APP_VAULT_CA_FILE")
-    transit = Transit(lambda: hvac.Client(url=url, token=token, verify=ca or True))
+    transit = Transit(lambda: hvac.Client(url=url, token=token, verify=ca or True), args.mount)
     stats = rewrap_all(
         owner,
         transit,

@@ -72,3 +72,14 @@ def test_events_go_to_stdout_as_json_with_their_hash(env: Env, capsys: pytest.Ca
     with env.owner() as conn:
         hashes = [r[0] for r in conn.execute("SELECT hash FROM audit.events ORDER BY seq")]
     assert [e["hash"] for e in lines] == hashes
+
+
+@pytest.mark.control("LOG-07", "RBAC-01")
+def test_audit_log_page_for_auditors_only(env: Env) -> None:
+    auditor = env.staff("auditor", "auditor")
+    clerk = env.staff("clerk", "billing_clerk")
+    page = auditor.get("/audit")
+    assert page.status_code == 200 and "auth.mfa_enrol" in page.text and "user:" in page.text
+    refused = clerk.get("/audit")
+    assert refused.status_code == 403 and "permission denied: needs audit.read" in refused.text
+    assert "<h1>Request refused (403)</h1>" in refused.text
