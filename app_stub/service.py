@@ -33,6 +33,10 @@ from app_stub.gateway import PaymentGateway
 from app_stub.tokenization import TOKEN_RE, Card, CardError, TokenVault, token_details
 
 
+class _SameKeyCommitted(Exception):
+    """A concurrent request with the same idempotency key committed its payment first."""
+
+
 class AppError(Exception):
     """A refused request: HTTP status and a message that says what is wrong."""
 
@@ -798,34 +802,56 @@ class Core:
                 if token is not None and token_details(conn, token) is None:
                     raise AppError(404, "unknown card token")
             card_token = self.tokens.tokenize(card, now) if card is not None else token or ""
-            with self.tx() as conn:
-                inv = self._invoice_row(conn, iid, lock=True)
-                if card is not None:
-                    conn.execute(
-                        "INSERT INTO billing.cards (token, brand, last4, exp_month, exp_year, created_at) "
-                        "VALUES (%s, %s, %s, %s, %s, %s)",
-                        (card_token, card.brand, card.last4, card.exp_month, card.exp_year, now),
-                    )
-                    audit.append(conn, now, staff.actor, "card.tokenize", f"card:{card_token}", last4=card.last4)
-                row = conn.execute(
-                    "INSERT INTO billing.payments (idempotency_key, request_hash, invoice_id, amount_minor, currency, "
-                    "card_token, status, created_by, created_at) VALUES (%s, %s, %s, %s, %s, %s, 'pending', %s, %s) "
-                    "ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
-                    (idempotency_key, req_hash, iid, inv["balance_minor"], inv["currency"], card_token, staff.id, now),
-                ).fetchone()
-                if row is None:
-                    raise AppError(409, "a concurrent request with this Idempotency-Key is in progress; retry it")
-                pid = row[0]
-                audit.append(
-                    conn,
-                    now,
-                    staff.actor,
-                    "payment.start",
-                    f"payment:{pid}",
-                    invoice=iid,
-                    amount_minor=inv["balance_minor"],
-                )
+            try:
+                with self.tx() as conn:
+                    pid = self._start_payment(conn, staff, iid, idempotency_key, req_hash, card, card_token, now)
+            except _SameKeyCommitted:
+                return self.pay(staff, iid, idempotency_key, card, token)  # the other request won: replay it
         return self._charge_and_record(staff, pid, card_token, idempotency_key, pan)
+
+    def _start_payment(
+        self,
+        conn: psycopg.Connection[Any],
+        staff: Staff,
+        iid: int,
+        idempotency_key: str,
+        req_hash: str,
+        card: Card | None,
+        card_token: str,
+        now: dt.datetime,
+    ) -> int:
+        """Record the pending payment under the invoice's row lock, re-checking what a racing request changed."""
+        inv = self._invoice_row(conn, iid, lock=True)
+        if conn.execute("SELECT 1 FROM billing.payments WHERE idempotency_key = %s", (idempotency_key,)).fetchone():
+            raise _SameKeyCommitted
+        if inv["state"] != "issued" or inv["balance_minor"] <= 0:
+            raise AppError(409, f"invoice {iid} is {inv['state']} with nothing left to pay")
+        if card is not None:
+            conn.execute(
+                "INSERT INTO billing.cards (token, brand, last4, exp_month, exp_year, created_at) "
+                "VALUES (%s, %s, %s, %s, %s, %s)",
+                (card_token, card.brand, card.last4, card.exp_month, card.exp_year, now),
+            )
+            audit.append(conn, now, staff.actor, "card.tokenize", f"card:{card_token}", last4=card.last4)
+        row = conn.execute(
+            "INSERT INTO billing.payments (idempotency_key, request_hash, invoice_id, amount_minor, currency, "
+            "card_token, status, created_by, created_at) VALUES (%s, %s, %s, %s, %s, %s, 'pending', %s, %s) "
+            "ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
+            (idempotency_key, req_hash, iid, inv["balance_minor"], inv["currency"], card_token, staff.id, now),
+        ).fetchone()
+        if row is None:
+            raise AppError(409, "a concurrent request with this Idempotency-Key is in progress; retry it")
+        pid = row[0]
+        audit.append(
+            conn,
+            now,
+            staff.actor,
+            "payment.start",
+            f"payment:{pid}",
+            invoice=iid,
+            amount_minor=inv["balance_minor"],
+        )
+        return pid
 
     def _charge_and_record(self, staff: Staff, pid: int, card_token: str, key: str, pan: str | None) -> dict[str, Any]:
         with self.tx() as conn:
