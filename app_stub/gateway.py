@@ -10,7 +10,10 @@ from __future__ import annotations
 import secrets
 import threading
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
+
+import httpx
+from pydantic import BaseModel, Field
 
 
 @dataclass(frozen=True)
@@ -47,3 +50,53 @@ class FakeGateway:
     def charges(self) -> int:
         """Approved charges made (each idempotency key counts once)."""
         return sum(1 for r, *_ in self.ledger.values() if r.approved)
+
+
+class HttpGateway:
+    """Adapter for a gateway reached over HTTPS (the lab's fake gateway speaks this small API).
+
+    ``POST {base}/v1/charges`` with ``{"idempotency_key", "pan", "amount_minor", "currency"}``
+    answers ``{"charge_id", "approved", "reason"}``; the same key always gets the same answer.
+    """
+
+    def __init__(self, client: httpx.Client, base_url: str = "") -> None:
+        self.client, self.base = client, base_url.rstrip("/")
+
+    def charge(self, idempotency_key: str, pan: str, amount_minor: int, currency: str) -> ChargeResult:
+        r = self.client.post(
+            f"{self.base}/v1/charges",
+            json={"idempotency_key": idempotency_key, "pan": pan, "amount_minor": amount_minor, "currency": currency},
+            headers={"Idempotency-Key": idempotency_key},
+            timeout=30,
+        )
+        r.raise_for_status()
+        data = r.json()
+        return ChargeResult(str(data["charge_id"]), bool(data["approved"]), str(data.get("reason", "")))
+
+
+class ChargeIn(BaseModel):
+    """A charge request to the fake gateway."""
+
+    idempotency_key: str = Field(min_length=8, max_length=100)
+    pan: str = Field(pattern=r"^[0-9]{13,19}$")
+    amount_minor: int = Field(ge=1, le=10**15)
+    currency: str = Field(pattern=r"^[A-Z]{3}$")
+
+    def __repr__(self) -> str:
+        return "ChargeIn(<redacted>)"
+
+
+def fake_gateway_app(gateway: FakeGateway | None = None) -> Any:
+    """The fake gateway as a small ASGI app (run it with uvicorn in the lab). Logs nothing about cards."""
+    from fastapi import FastAPI
+
+    gw = gateway or FakeGateway()
+    app = FastAPI(title="billkit fake payment gateway", docs_url=None, redoc_url=None)
+
+    @app.post("/v1/charges")
+    def charge(body: ChargeIn) -> dict[str, Any]:
+        res = gw.charge(body.idempotency_key, body.pan, body.amount_minor, body.currency)
+        return {"charge_id": res.charge_id, "approved": res.approved, "reason": res.reason}
+
+    app.state.gateway = gw
+    return app

@@ -218,3 +218,21 @@ def test_concurrent_retries_with_one_key_charge_once(env: Env, clerk: StaffClien
     with env.owner() as conn:
         assert conn.execute("SELECT count(*), min(status) FROM billing.payments").fetchone() == (1, "succeeded")
         assert conn.execute("SELECT paid_minor FROM billing.invoices WHERE id = %s", (iid,)).fetchone() == (1000,)
+
+
+@pytest.mark.control("APP-03")
+def test_payments_through_the_http_gateway_adapter_charge_once(env: Env, clerk: StaffClient) -> None:
+    from fastapi.testclient import TestClient
+
+    from app_stub.gateway import HttpGateway, fake_gateway_app
+
+    remote = fake_gateway_app()
+    env.core.gateway = HttpGateway(TestClient(remote, base_url="https://gateway.test"))
+    iid = issued_invoice(clerk)
+    req = {
+        "json": {"card": {"number": VISA, "exp_month": 1, "exp_year": 2031}},
+        "headers": {"Idempotency-Key": "http-12345"},
+    }
+    assert clerk.post(f"/api/invoices/{iid}/payments", **req).json()["status"] == "succeeded"
+    assert clerk.post(f"/api/invoices/{iid}/payments", **req).json()["replayed"] is True
+    assert remote.state.gateway.charges == 1
