@@ -86,6 +86,16 @@ class Settings:
             for name in ("vault_role_id", "vault_secret_id", "vault_processor_role_id", "vault_processor_secret_id"):
                 if not getattr(self, name):
                     problems.append(f"BILLKIT_APP_{name.upper()} is not set")
+            if not 1 <= self.max_failed_logins <= 10 or self.lockout < dt.timedelta(minutes=30):
+                problems.append("lockout must follow at most 10 failures and last at least 30 minutes (PCI DSS 8.3.4)")
+            if self.idle_timeout > dt.timedelta(minutes=15):
+                problems.append("the idle timeout must be 15 minutes or less (PCI DSS 8.2.8)")
+            if (
+                self.password_min_length < 12
+                or self.password_history < 4
+                or self.password_max_age > dt.timedelta(days=90)
+            ):
+                problems.append("password policy weaker than PCI DSS 8.3.6/8.3.7/8.3.9 (12 chars, 4 history, 90 days)")
             if self.argon2_memory_kib < 19456 or self.argon2_time_cost < 2:
                 problems.append("argon2id parameters below OWASP's minimum (19 MiB, 2 passes)")
             if not self.pii_encryption:

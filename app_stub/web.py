@@ -1,4 +1,4 @@
-"""HTTP layer: the JSON API (OpenAPI at /openapi.json, docs at /docs) and the staff web UI (Jinja2).
+"""HTTP layer: the JSON API (OpenAPI schema at /openapi.json) and the staff web UI (Jinja2).
 
 ``create_app(settings)`` is the app factory; tests pass their own settings (and gateway).
 Every API route declares the permission it needs in ``openapi_extra["x-permission"]``.
@@ -133,7 +133,8 @@ def create_app(settings: Settings | None = None, gateway: PaymentGateway | None 
         core.pool.close()
         core.tokens.pool.close()
 
-    app = FastAPI(title="billkit billing app", version="1.0", lifespan=lifespan)
+    # OpenAPI is published at /openapi.json; the interactive docs are off (they load scripts from a CDN)
+    app = FastAPI(title="billkit billing app", version="1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.core = core
     _install_handlers(app)
     _api_routes(app, core)

@@ -241,6 +241,26 @@ def test_settings_refuse_default_secrets_outside_development() -> None:
     Settings(environment="development", session_secret=DEV_SECRET, **base).validate()  # allowed only here
 
 
+@pytest.mark.control("CMP-03", "HRD-02", "HRD-03", "HRD-04")
+def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BILLKIT_APP_ENVIRONMENT", "production")
+    monkeypatch.setenv("BILLKIT_APP_DATABASE_URL", "host=db sslmode=verify-full")
+    monkeypatch.setenv("BILLKIT_APP_TOKENIZER_DATABASE_URL", "host=db sslmode=verify-full")
+    monkeypatch.setenv("BILLKIT_APP_PII_ENCRYPTION", "false")
+    monkeypatch.setenv("BILLKIT_APP_MAX_FAILED_LOGINS", "6")
+    monkeypatch.setenv("BILLKIT_APP_LOCKOUT", "600")
+    monkeypatch.setenv("BILLKIT_APP_IDLE_TIMEOUT", "600")
+    s = Settings.from_env()
+    assert (s.environment, s.pii_encryption, s.max_failed_logins) == ("production", False, 6)
+    assert s.idle_timeout.total_seconds() == 600
+    with pytest.raises(SettingsError, match="SESSION_SECRET.*30 minutes.*encryption"):
+        s.validate()
+    from app_stub.web import create_app
+
+    with pytest.raises(SettingsError):
+        create_app()  # the factory refuses to build an unsafe app
+
+
 @pytest.mark.control("MFA-01", "HRD-02", "EDU-01")
 def test_first_admin_must_enrol_change_password_and_train(env: Env) -> None:
     from app_stub.service import AppError, bootstrap_admin
