@@ -60,6 +60,7 @@ class HttpGateway:
     """
 
     def __init__(self, client: httpx.Client, base_url: str = "") -> None:
+        """``client``: an httpx client with the gateway's CA, client certificate and timeout configured."""
         self.client, self.base = client, base_url.rstrip("/")
 
     def charge(self, idempotency_key: str, pan: str, amount_minor: int, currency: str) -> ChargeResult:
@@ -67,7 +68,6 @@ class HttpGateway:
             f"{self.base}/v1/charges",
             json={"idempotency_key": idempotency_key, "pan": pan, "amount_minor": amount_minor, "currency": currency},
             headers={"Idempotency-Key": idempotency_key},
-            timeout=30,
         )
         r.raise_for_status()
         data = r.json()
