@@ -139,6 +139,10 @@ class Identity(pulumi.ComponentResource):
                 policy=policy_json(statement("AssumeJobRole", ["sts:AssumeRole"], [self.roles[role].arn])),
                 opts=child,
             )
+            # MFA enforcement follows the user into every job group, not only the humans group.
+            aws.iam.GroupPolicyAttachment(
+                f"{name}-{role}s-mfa", group=group.name, policy_arn=self.enforce_mfa.arn, opts=child
+            )
 
         self.platform_admin_policy = aws.iam.Policy(
             f"{name}-platform-admin",

@@ -105,7 +105,8 @@ FLOWS: tuple[Flow, ...] = (
     Flow("vault", "vault", VAULT_CLUSTER, "tcp", "raft replication over mutual TLS", ("ENC-03", "BAK-08")),
     Flow("vault", "db", POSTGRES, "tcp", "database secrets engine issues dynamic credentials", ("RBAC-05",)),
     Flow("db", "vault", VAULT_API, "tcp", "db host fetches its certificate and volume key", ("ENC-05", "EAR-01")),
-    Flow("waf", "vault", VAULT_API, "tcp", "edge fetches its certificate from the PKI", ("ENC-05",)),
+    # In AWS the ALB's certificate comes from ACM: the load balancer never calls Vault.
+    Flow("waf", "vault", VAULT_API, "tcp", "edge fetches its certificate from the PKI", ("ENC-05",), LAB_ONLY),
     Flow("backup", "vault", VAULT_API, "tcp", "backup host fetches its certificate", ("ENC-05",)),
     Flow("db", "backup", HTTPS, "tcp", "pgBackRest pushes encrypted WAL and backups", ("BAK-02", "BAK-04")),
     Flow("vault", "backup", HTTPS, "tcp", "encrypted raft snapshots", ("BAK-08",)),

@@ -1,0 +1,1 @@
+"""The billkit CrossGuard policy pack (rules in policies/rules/, the pack in __main__.py)."""

@@ -67,3 +67,32 @@ def kms_key_policy(props: Mapping[str, Any], args: ResourceValidationArgs) -> It
             yield f"statement {sid} grants {actions}: list the key actions instead"
         if "*" in principals(s) and not s.get("Condition"):
             yield f"statement {sid} allows any principal ('*') without a condition"
+
+
+UNSEAL_ACTIONS = {"kms:Encrypt", "kms:Decrypt", "kms:DescribeKey"}
+PURPOSE_TAG = "billkit:key-purpose"
+
+
+@resource_policy(
+    "aws-kms-key-configure-unseal-key-users",
+    description="The Vault unseal key may be used only by named roles, only to wrap and unwrap the root key.",
+    resource_types=[KEY],
+    controls=["EAR-07", "RBAC-06"],
+    pci=["3.6.1.2", "3.7.6"],
+    severity=Severity.CRITICAL,
+    remediation="Give the unseal key one use statement: Principal the Vault instance role(s), "
+    "Action kms:Encrypt, kms:Decrypt, kms:DescribeKey. No service principals, no kms:ViaService grants.",
+)
+def kms_unseal_users(props: Mapping[str, Any], args: ResourceValidationArgs) -> Iterable[str]:
+    if (props.get("tags") or {}).get(PURPOSE_TAG) != "vault-unseal":
+        return
+    for s in statements(props.get("policy")):
+        if s.get("Effect") != "Allow" or s.get("Sid") == "AccountAdministersKey":
+            continue
+        who = principals(s)
+        # Roles only: not the account root (that would delegate to every IAM policy), no service.
+        if not who or any(not p.startswith("AWS:arn:aws:iam:") or p.endswith(":root") for p in who):
+            yield f"statement {s.get('Sid', '?')} lets {who} use the unseal key; name the Vault role only"
+        extra = sorted(set(as_list(s.get("Action"))) - UNSEAL_ACTIONS)
+        if extra:
+            yield f"statement {s.get('Sid', '?')} allows {extra} on the unseal key"

@@ -13,9 +13,7 @@ from pulumi_policy import PolicyResource, Severity, StackValidationArgs
 
 from infra import topology
 from policies.rules import cloudwatch, elb, rds
-from policies.rules._base import items, resource_policy, stack_policy, truthy
-
-del resource_policy  # stack policies only in this module
+from policies.rules._base import items, stack_policy, truthy
 
 SUBNET = "aws:ec2/subnet:Subnet"
 ROUTE = "aws:ec2/route:Route"

@@ -182,3 +182,28 @@ def flow_log_all(props: Mapping[str, Any], args: ResourceValidationArgs) -> Iter
 def endpoint_dns(props: Mapping[str, Any], args: ResourceValidationArgs) -> Iterable[str]:
     if props.get("vpcEndpointType") == "Interface" and props.get("privateDnsEnabled") is not True:
         yield "private DNS is off: clients would still resolve the public endpoint"
+
+
+@resource_policy(
+    "aws-ec2-securitygroup-disallow-unlisted-ports",
+    description="Security-group rules open only ports that a flow of infra/topology.py uses in AWS.",
+    resource_types=[SECURITY_GROUP, SG_RULE, SG_INGRESS, SG_EGRESS],
+    controls=["NET-02"],
+    pci=["1.2.1", "1.3.1", "1.3.2"],
+    severity=Severity.HIGH,
+    remediation="Add the flow to infra/topology.py (with its purpose and controls) and generate the rule from it.",
+)
+def sg_unlisted_ports(props: Mapping[str, Any], args: ResourceValidationArgs) -> Iterable[str]:
+    listed = {(f.port, f.protocol) for f in topology.flows("aws")}
+    rules = (
+        items(props.get("ingress")) + items(props.get("egress")) if args.resource_type == SECURITY_GROUP else [props]
+    )
+    for r in rules:
+        protocol = str(r.get("ipProtocol") or r.get("protocol"))
+        port = number(r.get("fromPort"), -1)
+        if _all_protocols(protocol) or port != number(r.get("toPort"), -2):
+            continue  # all-traffic rules and ranges: aws-ec2-securitygroup-disallow-port-ranges
+        if int(port) in topology.admin_ports():
+            continue  # reported by aws-ec2-securitygroup-disallow-admin-ports
+        if (int(port), protocol) not in listed:
+            yield f"{protocol} port {int(port)} is used by no flow of the topology"

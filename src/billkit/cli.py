@@ -174,6 +174,25 @@ def test(
     raise typer.Exit(run_suite(list(ctx.args), fast=fast, lint=lint))
 
 
+audit_log = typer.Typer(help="The billing app's hash-chained audit log.", no_args_is_help=True)
+app.add_typer(audit_log, name="audit-log")
+
+
+@audit_log.command("verify")
+def audit_log_verify(
+    dsn: Annotated[
+        str, typer.Option(envvar="BILLKIT_APP_DATABASE_URL", help="libpq DSN of the app database (read access).")
+    ],
+    head: Annotated[
+        str | None, typer.Option(help="Expected head hash (from the journal) to detect truncation.")
+    ] = None,
+) -> None:
+    """Recompute the audit log's hash chain; exit 1 if any record was altered, inserted or deleted."""
+    from app_stub.audit_cli import verify_dsn
+
+    raise typer.Exit(verify_dsn(dsn, head))
+
+
 def main() -> None:  # pragma: no cover - exercised through ./billkit
     app()
 

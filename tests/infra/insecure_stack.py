@@ -61,6 +61,9 @@ def program() -> None:
     aws.vpc.SecurityGroupIngressRule(
         "ssh-world-22", security_group_id=sg.id, ip_protocol="tcp", from_port=22, to_port=22, cidr_ipv4="0.0.0.0/0"
     )
+    aws.vpc.SecurityGroupIngressRule(
+        "redis-vpc", security_group_id=sg.id, ip_protocol="tcp", from_port=6379, to_port=6379, cidr_ipv4="10.99.0.0/16"
+    )
     aws.vpc.SecurityGroupEgressRule("all-out", security_group_id=sg.id, ip_protocol="-1", cidr_ipv4="0.0.0.0/0")
     aws.ec2.Instance(
         "legacy-host",

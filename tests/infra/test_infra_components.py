@@ -349,6 +349,8 @@ def test_identity(prod: tuple[Resource, ...]) -> None:
         stmt = doc(roles[human].inputs["assumeRolePolicy"])["Statement"][0]
         assert stmt["Condition"]["Bool"] == {"aws:MultiFactorAuthPresent": "true"}, human
     mfa = next(p for p in of(prod, "aws:iam/policy:Policy") if p.name.endswith("enforce-mfa"))
+    mfa_groups = {a.inputs["group"] for a in of(prod, "aws:iam/groupPolicyAttachment:GroupPolicyAttachment")}
+    assert mfa_groups == {f"billkit-identity-{g}" for g in ("humans", "platform-admins", "auditors")}
     deny = doc(mfa.inputs["policy"])["Statement"][1]
     assert deny["Effect"] == "Deny" and deny["Condition"]["BoolIfExists"]["aws:MultiFactorAuthPresent"] == "false"
     for p in of(prod, "aws:iam/policy:Policy"):

@@ -62,3 +62,20 @@ def test_missing_certificate_names_the_key(config: dict[str, str]) -> None:
     del config["billkit:certificateArn"]
     with pytest.raises(pulumi.ConfigMissingError, match="billkit:certificateArn"):
         load(config)
+
+
+def test_project_files_use_the_kits_locked_environment() -> None:
+    import yaml
+
+    from billkit.controls import ROOT
+
+    project = yaml.safe_load((ROOT / "Pulumi.yaml").read_text(encoding="utf-8"))
+    assert project["main"] == "infra/" and (ROOT / "infra" / "__main__.py").exists()
+    assert project["runtime"]["name"] == "python" and project["runtime"]["options"]["virtualenv"] == ".venv"
+    pack = yaml.safe_load((ROOT / "policies" / "PulumiPolicy.yaml").read_text(encoding="utf-8"))
+    assert pack["runtime"]["name"] == "python" and pack["runtime"]["options"]["virtualenv"] == "../.venv"
+    for stack in ("dev", "prod"):
+        config = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text(encoding="utf-8"))["config"]
+        assert {"aws:region", "billkit:drRegion", "billkit:certificateArn", "billkit:vaultCertificateArn"} <= set(
+            config
+        )

@@ -1,0 +1,112 @@
+"""Settings of the billing app: secure defaults, read from ``BILLKIT_APP_*`` environment variables.
+
+Outside ``development`` the app refuses to start with a default or missing secret (CMP-03),
+with personal-data encryption switched off, or with cookies that are not Secure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+DEV_SECRET = "development-only-secret-change-me"  # noqa: S105 - the refused default, not a secret
+ENVIRONMENTS = ("development", "test", "production")
+
+
+class SettingsError(ValueError):
+    """The settings are unsafe or incomplete; the message says which and what to set."""
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass
+class Settings:
+    environment: str = "production"
+    session_secret: str = DEV_SECRET
+    database_url: str = ""  # the billing_app role
+    tokenizer_database_url: str = ""  # the billing_tokenizer role (card vault)
+    vault_url: str = "https://127.0.0.1:8200"
+    vault_ca_file: str | None = None
+    vault_role_id: str = ""
+    vault_secret_id: str = ""
+    vault_processor_role_id: str = ""
+    vault_processor_secret_id: str = ""
+    transit_mount: str = "transit"
+    pii_encryption: bool = True
+    secure_cookies: bool = True
+    idle_timeout: dt.timedelta = dt.timedelta(minutes=15)  # PCI DSS 8.2.8
+    max_failed_logins: int = 10  # PCI DSS 8.3.4
+    lockout: dt.timedelta = dt.timedelta(minutes=30)
+    password_min_length: int = 12  # PCI DSS 8.3.6
+    password_history: int = 4  # PCI DSS 8.3.7
+    password_max_age: dt.timedelta = dt.timedelta(days=90)  # PCI DSS 8.3.9
+    argon2_time_cost: int = 3  # argon2id, RFC 9106 low-memory profile
+    argon2_memory_kib: int = 65536
+    argon2_lanes: int = 4
+    training_version: str = "2026.1"
+    training_validity: dt.timedelta = dt.timedelta(days=365)
+    issuer: str = "billkit"
+    db_pool_size: int = 8
+    clock: Callable[[], dt.datetime] = field(default=utcnow, repr=False)
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> Settings:
+        """Settings from ``BILLKIT_APP_<FIELD>`` variables, then ``overrides``."""
+        values: dict[str, object] = {}
+        for f in dataclasses.fields(cls):
+            raw = os.environ.get(f"BILLKIT_APP_{f.name.upper()}")
+            if raw is None or f.name == "clock":
+                continue
+            if f.type in ("bool", bool):
+                values[f.name] = raw.strip().lower() in ("1", "true", "yes", "on")
+            elif f.type in ("int", int):
+                values[f.name] = int(raw)
+            elif f.type in ("dt.timedelta",):
+                values[f.name] = dt.timedelta(seconds=float(raw))
+            else:
+                values[f.name] = raw
+        values.update(overrides)
+        return cls(**values)  # type: ignore[arg-type]
+
+    def validate(self) -> None:
+        """Refuse unsafe settings outside development (CMP-03)."""
+        if self.environment not in ENVIRONMENTS:
+            raise SettingsError(f"environment must be one of {', '.join(ENVIRONMENTS)}, not {self.environment!r}")
+        problems = []
+        if not self.database_url or not self.tokenizer_database_url:
+            problems.append("set BILLKIT_APP_DATABASE_URL and BILLKIT_APP_TOKENIZER_DATABASE_URL")
+        if self.environment != "development":
+            if self.session_secret == DEV_SECRET or len(self.session_secret) < 32:
+                problems.append("BILLKIT_APP_SESSION_SECRET is the default or shorter than 32 characters")
+            for name in ("vault_role_id", "vault_secret_id", "vault_processor_role_id", "vault_processor_secret_id"):
+                if not getattr(self, name):
+                    problems.append(f"BILLKIT_APP_{name.upper()} is not set")
+            if not 1 <= self.max_failed_logins <= 10 or self.lockout < dt.timedelta(minutes=30):
+                problems.append("lockout must follow at most 10 failures and last at least 30 minutes (PCI DSS 8.3.4)")
+            if self.idle_timeout > dt.timedelta(minutes=15):
+                problems.append("the idle timeout must be 15 minutes or less (PCI DSS 8.2.8)")
+            if (
+                self.password_min_length < 12
+                or self.password_history < 4
+                or self.password_max_age > dt.timedelta(days=90)
+            ):
+                problems.append("password policy weaker than PCI DSS 8.3.6/8.3.7/8.3.9 (12 chars, 4 history, 90 days)")
+            if self.argon2_memory_kib < 19456 or self.argon2_time_cost < 2:
+                problems.append("argon2id parameters below OWASP's minimum (19 MiB, 2 passes)")
+            if not self.pii_encryption:
+                problems.append("personal-data encryption may be switched off only in development")
+            if not self.secure_cookies:
+                problems.append("cookies must be Secure outside development")
+            if "sslmode=disable" in self.database_url or "sslmode=verify-full" not in self.database_url:
+                problems.append("the database URL must use sslmode=verify-full")
+            if not self.vault_url.startswith("https://"):
+                problems.append("the Vault URL must be https://")
+        if problems:
+            raise SettingsError(
+                f"refusing to start in {self.environment}: " + "; ".join(problems) + " (see app_stub/config.py)"
+            )
