@@ -27,8 +27,6 @@ CIDR_PROBE_ROLE = "cidr-probe"
 # A dynamic database role with a 4-second lease, for the expiry check.
 DRILL_DB_ROLE = "billing-app-drill"
 DRILL_TTL = 4
-# A transit key of its own for the rotate / rewrap / retire drill (the app's keys stay untouched).
-ROTATION_DRILL_KEY = "rotation-drill"
 
 
 @pytest.fixture(scope="session")
@@ -81,10 +79,6 @@ def _setup(c: hvac.Client, stack: contextlib.ExitStack, local: LocalCluster, clu
         "token_policies": [configure.BILLING_APP], "secret_id_ttl": "10m",
         "secret_id_bound_cidrs": ["10.77.20.0/24"], "token_bound_cidrs": ["10.77.20.0/24"],
     })  # fmt: skip
-    c.adapter.post(f"/v1/transit/keys/{ROTATION_DRILL_KEY}", json={"type": "aes256-gcm96"})
-    c.sys.create_or_update_acl_policy(
-        "test-rotation", f'path "transit/+/{ROTATION_DRILL_KEY}" {{ capabilities = ["update"] }}'
-    )
     password = secrets.token_urlsafe(20)
     op = configure.add_operator(c, "alice", password)
 
@@ -94,11 +88,11 @@ def _setup(c: hvac.Client, stack: contextlib.ExitStack, local: LocalCluster, clu
     return VaultEnv(
         local=local, cluster=cluster, root=root, state=state, settings=settings, first=first, pg=pg,
         app_token=tokens[configure.BILLING_APP], processor_token=tokens[configure.PAYMENT_PROCESSOR],
-        auditor_token=orphan("auditor"), drill_token=drill_token, rotation_user_token=orphan("test-rotation"),
+        auditor_token=orphan("auditor"), drill_token=drill_token,
         operator=Operator("alice", password, pyotp.TOTP(op.totp_secret)),
         app_role_id=configure.role_id(c, configure.BILLING_APP),
         probe_role_id=configure.role_id(c, CIDR_PROBE_ROLE),
         probe_wrapped_secret=configure.wrapped_secret_id(c, CIDR_PROBE_ROLE),
         db_admin_initial_password=admin_pw, service_cert_token=orphan("service-certs"),
-        rotator_token=orphan("key-rotator"), backup_token=orphan("backup-agent"),
+        rotator_token=orphan("key-rotation"), backup_token=orphan("backup-agent"),
     )  # fmt: skip

@@ -171,7 +171,6 @@ class VaultEnv:
     db_admin_initial_password: str
     service_cert_token: str
     rotator_token: str
-    rotation_user_token: str
     backup_token: str
     operator_token: str = ""  # from a password + TOTP login, done once per session
     operator_code_used: str = ""

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from billkit.vault import configure
-from tests.hosts.keys.conftest import DRILL_TTL, ROTATION_DRILL_KEY
+from tests.hosts.keys.conftest import DRILL_TTL
 from tests.hosts.keys.support import VaultEnv
 
 PAN = base64.b64encode(b"4111111111111111").decode()
@@ -35,18 +35,22 @@ def test_transit_key_type_and_rotation(vault: VaultEnv, key: configure.TransitKe
 
 @pytest.mark.control("EAR-05", "RBAC-04")
 def test_rotate_rewrap_then_retire_old_versions(vault: VaultEnv) -> None:
-    user = vault.client(vault.rotation_user_token).secrets.transit
+    """The forced-rewrap job's policy: rotate, re-wrap, retire; the app's old ciphertext stops working."""
+    app = vault.client(vault.app_token).secrets.transit
     rotator = vault.client(vault.rotator_token)
-    old = user.encrypt_data(ROTATION_DRILL_KEY, PAN)["data"]["ciphertext"]
-    rotator.secrets.transit.rotate_key(ROTATION_DRILL_KEY)
-    (new,) = configure.rewrap(rotator, ROTATION_DRILL_KEY, [old])
-    assert old.startswith("vault:v1:") and new.startswith("vault:v2:")
+    old = app.encrypt_data("pii", PAN)["data"]["ciphertext"]
+    before = int(old.split(":")[1].lstrip("v"))
+    rotator.secrets.transit.rotate_key("pii")
+    (new,) = configure.rewrap(rotator, "pii", [old])
+    assert new.startswith(f"vault:v{before + 1}:")
     with pytest.raises(hvac.exceptions.Forbidden):
-        rotator.secrets.transit.decrypt_data(ROTATION_DRILL_KEY, new)  # the rotator never sees plaintext
-    assert configure.retire_old_versions(rotator, ROTATION_DRILL_KEY) == 2
-    assert user.decrypt_data(ROTATION_DRILL_KEY, new)["data"]["plaintext"] == PAN
+        rotator.secrets.transit.decrypt_data("pii", new)  # the rotator never sees plaintext
+    with pytest.raises(hvac.exceptions.Forbidden):
+        rotator.secrets.transit.rotate_key("lookup-hmac")  # rotating the blind-index key would break lookups
+    assert configure.retire_old_versions(rotator, "pii") == before + 1
+    assert app.decrypt_data("pii", new)["data"]["plaintext"] == PAN
     with pytest.raises(hvac.exceptions.InvalidRequest):
-        user.decrypt_data(ROTATION_DRILL_KEY, old)  # the retired version no longer decrypts
+        app.decrypt_data("pii", old)  # the retired version no longer decrypts
 
 
 @pytest.mark.control("RBAC-04", "TOK-03")

@@ -1,6 +1,7 @@
 # billing-app: the reference billing app (AppRole "billing-app").
 # RBAC-04, TOK-03: it may encrypt card numbers but never decrypt them; only payment-processor can.
-# EAR-05: envelope encryption of personal data with data keys from the "pii" transit key.
+# EAR-05: envelope encryption of personal data with data keys from the "pii" transit key, and
+# small secrets (staff TOTP seeds) encrypted with "pii" directly.
 
 path "transit/encrypt/pan" {
   capabilities = ["update"]
@@ -15,6 +16,10 @@ path "transit/datakey/plaintext/pii" {
 }
 
 path "transit/datakey/wrapped/pii" {
+  capabilities = ["update"]
+}
+
+path "transit/encrypt/pii" {
   capabilities = ["update"]
 }
 
