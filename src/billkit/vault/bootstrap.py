@@ -228,11 +228,12 @@ def admin_login(cluster: Cluster) -> str:
             "them; regenerate a root token by hand (bao operator generate-root) and re-run"
         )
     totp = TOTP(secret)
-    # Each code is accepted once; the method allows a skew of one period either way. Use the next
-    # unused period inside that window, or wait for one.
+    # Each code is accepted once; the method allows a skew of one period either way. Use the current
+    # period's code, or the next one if the current was used, or wait.
     last = int(material.extra.get("admin_totp_last_step", "0"))
     now = int(time.time()) // totp.interval
-    step = max(last + 1, now - 1)
+    # Never the previous period's code: a period boundary on the way would push it out of the skew.
+    step = max(last + 1, now)
     if step > now + 1:
         time.sleep((step - 1) * totp.interval - time.time() + 0.5)
     material.extra["admin_totp_last_step"] = str(step)

@@ -6,15 +6,12 @@ repository passphrase comes from Vault's KV through the backup-agent policy.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pwd
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -31,48 +28,6 @@ from billkit.vault import configure
 from tests.hosts.keys.support import PG_BIN, Postgres, VaultEnv, postgres
 
 MARKER = "PLAINTEXT-MARKER-4111111111111111"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def s3_store(cert: str, key: str, folder: Path) -> Iterator[int]:
-    """moto's S3 behind uvicorn with TLS (a certificate from the Vault PKI)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "s3.pem").write_text(cert)
-    (folder / "s3.key").write_text(key)
-    os.chmod(folder / "s3.key", 0o600)
-    port = _free_port()
-    log = open(folder / "moto.log", "wb")  # noqa: SIM115 - handed to the child
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "uvicorn"), "billkit.s3app:app", "--interface", "wsgi",
-         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
-         "--ssl-certfile", str(folder / "s3.pem"), "--ssl-keyfile", str(folder / "s3.key")],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    log.close()
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError((folder / "moto.log").read_text(errors="replace")[-2000:]) from None
-                time.sleep(0.2)
-        yield port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 @dataclass
@@ -107,7 +62,7 @@ def backups(vault: VaultEnv, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         conf = br_dir / "pgbackrest.conf"
         push = f"pgbackrest --config={conf} --stanza={backup.STANZA} archive-push %p"
         archive = {"wal_level": "replica", "archive_mode": "on", "archive_timeout": "60", "archive_command": push}
-        with s3_store(s3_cert.fullchain, s3_cert.private_key, base / "s3") as s3_port, postgres(
+        with backup.local_s3_store(s3_cert.fullchain, s3_cert.private_key, base / "s3") as s3_port, postgres(
             pg_cert.fullchain, pg_cert.private_key, vault.root.cert_path, extra=archive
         ) as pg:  # fmt: skip
             repo = backup.S3Repo("localhost", s3_port, "billkit-backups", "us-east-1", "test", "test",
@@ -180,7 +135,7 @@ def test_restore_test_restores_the_latest_backup_and_records_evidence(backups: B
 
     def start(data: Path) -> int:
         os.chown(data, pgu.pw_uid, pgu.pw_gid)
-        port = _free_port()
+        port = backup.free_port()
         args = [str(PG_BIN / "postgres"), "-D", str(data), "-c", f"port={port}", "-c", "listen_addresses=127.0.0.1",
                 "-c", f"unix_socket_directories={backups.pg.root}", "-c", "archive_mode=off",
                 "-c", f"ssl_cert_file={backups.pg.root / 'server.crt'}",
