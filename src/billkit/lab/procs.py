@@ -1,0 +1,78 @@
+"""Processes the lab started: identified by PID and checked by command line, never by name."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+
+class StepError(RuntimeError):
+    """A lab step failed; the message says what failed and what to do."""
+
+
+def cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [p.decode(errors="replace") for p in raw.split(b"\0") if p]
+
+
+def is_ours(pid: int | None, marker: str) -> bool:
+    """The PID is alive and its command line contains the marker (guards against PID reuse)."""
+    if not pid:
+        return False
+    args = cmdline(pid)
+    if not args:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z" and any(marker in a for a in args)
+
+
+def processes_rooted_in(root: Path) -> list[int]:
+    """PIDs of every process whose root directory is the given path (a container's rootfs)."""
+    want = str(root.resolve())
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.readlink(entry / "root") == want:
+                out.append(int(entry.name))
+        except OSError:
+            continue
+    return out
+
+
+def stop_pid(pid: int, marker: str, *, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
+    """Stop one of our processes: the signal, then SIGKILL after the timeout."""
+    if not is_ours(pid, marker):
+        return
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not is_ours(pid, marker):
+            return
+        time.sleep(0.1)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+
+
+def run(cmd: list[str], step: str, *, check: bool = True, timeout: float | None = None, **kw) -> subprocess.CompletedProcess:
+    """Run a command; on failure raise StepError naming the step, the command and its output."""
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=timeout, **kw)
+    if check and proc.returncode != 0:
+        detail = (proc.stderr or proc.stdout).strip()[-1500:]
+        raise StepError(f"{step}: `{' '.join(cmd[:6])}` exited {proc.returncode}: {detail}")
+    return proc
