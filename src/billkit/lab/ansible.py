@@ -84,7 +84,11 @@ def run_playbook(playbook: str, *, on_task=None, limit: str | None = None) -> Re
     recap = parse_recap("\n".join(lines))
     recap.log = log_path
     if rc != 0 or recap.failed or not recap.hosts:
-        failures = [ln for ln in lines if ln.startswith(("fatal:", "failed:", "ERROR"))][-5:]
+        failures = [
+            " ".join(x.strip() for x in lines[i : i + 4])[:400]
+            for i, ln in enumerate(lines)
+            if ln.startswith(("fatal:", "failed:", "ERROR", "[ERROR]"))
+        ][-5:]
         raise StepError(
             f"playbook {playbook} failed (exit {rc}, {recap.failed} host failures) after "
             f"{time.monotonic() - start:.0f}s:\n  " + "\n  ".join(failures) + f"\nfull log: {log_path}"
