@@ -37,7 +37,7 @@ def inbound_flows(h: LabHost) -> list[dict[str, Any]]:
 
 def inventory() -> dict[str, Any]:
     ssh_args = (
-        f"-o UserKnownHostsFile={KNOWN_HOSTS} -o StrictHostKeyChecking=yes -o IdentitiesOnly=yes "
+        f"-o UserKnownHostsFile={KNOWN_HOSTS} -o StrictHostKeyChecking=yes -o IdentitiesOnly=yes -o LogLevel=ERROR "
         f"-o ControlMaster=auto -o ControlPersist=60s -o ControlPath={SSH_DIR}/cm-%C"
     )
     children: dict[str, Any] = {}

@@ -1,0 +1,29 @@
+"""Host checks run against the lab: a lab-marked test brings the lab up first (idempotent)."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def lab_up() -> None:
+    from billkit.lab.testing import ensure_lab
+
+    ensure_lab()
+
+
+@pytest.fixture(autouse=True)
+def _lab_for_lab_tests(request: pytest.FixtureRequest) -> None:
+    if request.node.get_closest_marker("lab"):
+        request.getfixturevalue("lab_up")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "lab_last: runs after every other test of the session (billkit down)")
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked lab_last (the teardown check) run after everything else."""
+    last = [i for i in items if i.get_closest_marker("lab_last")]
+    if last:
+        items[:] = [i for i in items if not i.get_closest_marker("lab_last")] + last
