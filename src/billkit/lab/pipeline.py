@@ -16,6 +16,7 @@ takes the ``LabState`` and the progress callback.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import shutil
 import time
 from collections.abc import Callable
@@ -28,7 +29,7 @@ from billkit.lab import base, helpers, hosts, net
 from billkit.lab.ansible import Recap, run_playbook
 from billkit.lab.inventory import write_inventory
 from billkit.lab.procs import StepError
-from billkit.lab.state import HOSTS_DIR, LAB_DIR, STATE_FILE, LabState, load_state
+from billkit.lab.state import HOSTS_DIR, LAB_DIR, LOG_DIR, STATE_FILE, LabState, load_state
 from billkit.system import ensure_packages
 from infra.topology import lab_hosts
 
@@ -110,6 +111,7 @@ def _playbook_step(pb: Playbook) -> Step:
     def run(state: LabState, progress: Progress) -> None:
         recap = run_playbook(pb.file, on_task=progress)
         LAST_RECAPS[pb.file] = recap
+        (LOG_DIR / f"recap-{pb.file.removesuffix('.yml')}.json").write_text(json.dumps(recap.hosts, indent=2))
         now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         for role in pb.roles:
             state.roles_applied[role] = now
