@@ -46,7 +46,9 @@ def up() -> None:
 
 @app.command()
 def down(
-    purge: Annotated[bool, typer.Option("--purge", help="Also delete the hosts' disks (the base image stays).")] = False,
+    purge: Annotated[
+        bool, typer.Option("--purge", help="Also delete the hosts' disks (the base image stays).")
+    ] = False,
 ) -> None:
     """Tear the local lab down and leave the machine as it was found."""
     from billkit.lab.cli import cmd_down

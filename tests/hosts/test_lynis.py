@@ -49,7 +49,9 @@ def lynis() -> dict[str, dict]:
 def test_lynis_hardening_index(lynis, name):
     index = lynis[name]["hardening_index"]
     assert index is not None, f"{name}: Lynis produced no hardening index"
-    assert index >= TARGET, f"{name}: Lynis hardening index {index} < {TARGET}; suggestions: {lynis[name]['suggestions']}"
+    assert index >= TARGET, (
+        f"{name}: Lynis hardening index {index} < {TARGET}; suggestions: {lynis[name]['suggestions']}"
+    )
 
 
 @pytest.mark.control("LOG-05", "LOG-06", "HRD-05")

@@ -170,7 +170,9 @@ def test_packages_only_through_the_gateway_proxy(host):
     """The apt proxy on the host's gateway answers (it is the only path to the mirror)."""
     proxy = host.file("/etc/apt/apt.conf.d/01billkit-proxy").content_string
     url = proxy.split('"')[1]
-    out = host.run(f"python3 -c \"import urllib.request as u; print(u.urlopen('{url}/acng-report.html', timeout=5).status)\"")
+    out = host.run(
+        f"python3 -c \"import urllib.request as u; print(u.urlopen('{url}/acng-report.html', timeout=5).status)\""
+    )
     # apt-cacher-ng answers 200 on its own pages, or 403/406 when the report page is off: any HTTP answer will do.
     assert out.rc == 0 or "HTTP Error" in out.stderr, out.stderr
 

@@ -20,7 +20,16 @@ import pytest
 from billkit.lab.net import DROP_PREFIX
 from billkit.lab.testing import python_command, run_on_hosts
 from billkit.system import debian_mirror
-from infra.topology import INTERNET, OPERATOR, Probe, flows_into, lab_host, lab_hosts, segmentation_matrix, topology_ports
+from infra.topology import (
+    INTERNET,
+    OPERATOR,
+    Probe,
+    flows_into,
+    lab_host,
+    lab_hosts,
+    segmentation_matrix,
+    topology_ports,
+)
 
 pytestmark = pytest.mark.lab
 
@@ -62,7 +71,6 @@ MATRIX = segmentation_matrix()
 
 
 def _router_drops() -> int:
-
     out = subprocess.run(["nft", "-j", "list", "chain", "inet", "billkit_lab", "lab_forward"], capture_output=True,
                          text=True, check=True).stdout  # fmt: skip
     total = 0
@@ -103,9 +111,9 @@ def results() -> dict[str, Any]:
     names = [h.name for h in lab_hosts()]
     ports = [str(p) for p, proto in topology_ports() if proto == "tcp"]
     pidfile = "/run/billkit-probe.pid"
-    started = run_on_hosts(names, ["sudo", "-n", "sh", "-c", shlex.join(["setsid", "-f", *python_command(LISTENER, "45", *ports)])
-                                   + f" </dev/null >/dev/null 2>&1; for i in $(seq 50); do [ -s {pidfile} ] && exit 0; "
-                                   "sleep 0.1; done; exit 1"])  # fmt: skip
+    launch = shlex.join(["setsid", "-f", *python_command(LISTENER, "45", *ports)])
+    wait = f"for i in $(seq 50); do [ -s {pidfile} ] && exit 0; sleep 0.1; done; exit 1"
+    started = run_on_hosts(names, ["sudo", "-n", "sh", "-c", f"{launch} </dev/null >/dev/null 2>&1; {wait}"])
     assert all(p.returncode == 0 for p in started.values()), {n: p.stderr for n, p in started.items()}
     drops_before = _router_drops()
     try:
@@ -144,7 +152,9 @@ def test_segmentation_matrix(results, probe: Probe):
 
 @pytest.mark.control("LOG-03", "NET-02")
 def test_router_logs_and_counts_refused_flows(results):
-    refused_across_tiers = [p for p in MATRIX if not p.allowed and lab_host(p.src_host).tier != lab_host(p.dst_host).tier]
+    refused_across_tiers = [
+        p for p in MATRIX if not p.allowed and lab_host(p.src_host).tier != lab_host(p.dst_host).tier
+    ]
     assert results["router_drops"] >= len(refused_across_tiers)
 
     ruleset = subprocess.run(["nft", "list", "table", "inet", "billkit_lab"], capture_output=True, text=True,
@@ -161,7 +171,9 @@ def test_host_firewall_from_the_machine(results, cell):
 
 @pytest.mark.control("LOG-03", "NET-05")
 def test_hosts_log_and_count_refused_packets(results):
-    outs = run_on_hosts([h.name for h in lab_hosts()], ["sudo", "-n", "nft", "list", "chain", "inet", "billkit_host", "input"])
+    outs = run_on_hosts(
+        [h.name for h in lab_hosts()], ["sudo", "-n", "nft", "list", "chain", "inet", "billkit_host", "input"]
+    )
     for name, proc in outs.items():
         assert 'log prefix "billkit-host-drop "' in proc.stdout, name
         packets = [int(w.split()[0]) for w in proc.stdout.split("counter packets ")[1:]]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -50,10 +51,8 @@ def test_up_reconciles_a_dead_session_and_changes_nothing():
     state = load_state()
     victims = lab_processes() + list(state.nspawn.values()) + list(state.helpers.values())
     for pid in victims:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and lab_processes():
         time.sleep(0.2)

@@ -74,8 +74,7 @@ def run_playbook(playbook: str, *, on_task=None, limit: str | None = None) -> Re
     with open(log_path, "w", encoding="utf-8") as log:
         proc = subprocess.Popen(cmd, cwd=PLAYBOOKS, env=ansible_env(), stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL)  # fmt: skip
-        assert proc.stdout is not None
-        for line in proc.stdout:
+        for line in proc.stdout or ():
             log.write(line)
             lines.append(line.rstrip("\n"))
             if on_task and line.startswith("TASK ["):

@@ -72,7 +72,7 @@ def cmd_status() -> int:
         console.print("roles applied: " + ", ".join(f"{k} ({v})" for k, v in sorted(state.roles_applied.items())))
     else:
         console.print("roles applied: none yet")
-    helpers = {k: v for k, v in state.helpers.items()}
+    helpers = dict(state.helpers.items())
     if helpers:
         console.print("helper processes: " + ", ".join(f"{k} (pid {v})" for k, v in helpers.items()))
     return 0 if all(r["state"] == "running" for r in rows) else 3
@@ -90,7 +90,7 @@ def cmd_ssh(host: str, command: list[str]) -> int:
     cmd = hosts.ssh_command(h, *command)
     if sys.stdin.isatty() and not command:
         cmd.insert(1, "-t")
-    os.execvp(cmd[0], cmd)
+    os.execvp(cmd[0], cmd)  # noqa: S606 - an argument list, no shell: replaces this process with ssh
 
 
 def cmd_verify() -> int:

@@ -8,6 +8,7 @@ systemd nor D-Bus, hence ``--keep-unit --register=no``.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import secrets
@@ -94,7 +95,9 @@ def host_key_line(h: LabHost) -> str:
 
 
 def write_known_hosts() -> None:
-    KNOWN_HOSTS.write_text("".join(host_key_line(h) for h in lab_hosts() if merged(h.name).joinpath("etc/ssh").exists()))
+    KNOWN_HOSTS.write_text(
+        "".join(host_key_line(h) for h in lab_hosts() if merged(h.name).joinpath("etc/ssh").exists())
+    )
 
 
 def ensure_disk(h: LabHost) -> None:
@@ -139,10 +142,8 @@ def kill_strays(name: str) -> None:
     if not root.exists():
         return
     for pid in processes_rooted_in(root):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     deadline = time.monotonic() + 5
     veth = f"vb-{name}"[:15]
     while time.monotonic() < deadline and (processes_rooted_in(root) or Path(f"/sys/class/net/{veth}").exists()):

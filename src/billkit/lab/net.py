@@ -52,7 +52,9 @@ def forward_rules() -> list[str]:
     for f in flows("lab"):
         if f.src in (INTERNET, OPERATOR, GATEWAY) or f.dst in (INTERNET, OPERATOR, GATEWAY):
             continue
-        rules.append(f"ip saddr {_addrs(f.src)} ip daddr {_addrs(f.dst)} {f.protocol} dport {f.port} accept {_comment(f)}")
+        rules.append(
+            f"ip saddr {_addrs(f.src)} ip daddr {_addrs(f.dst)} {f.protocol} dport {f.port} accept {_comment(f)}"
+        )
     return rules
 
 

@@ -49,8 +49,9 @@ class Playbook:
 
 # The playbooks `billkit up` applies, in order.
 PLAYBOOKS: list[Playbook] = [
-    Playbook("harden.yml", "harden every host (os, ssh, host firewall)", ("os_hardening", "ssh_hardening",
-                                                                          "host_firewall")),  # fmt: skip
+    Playbook(
+        "harden.yml", "harden every host (os, ssh, host firewall)", ("os_hardening", "ssh_hardening", "host_firewall")
+    ),  # fmt: skip
 ]
 
 

@@ -69,7 +69,9 @@ def stop_pid(pid: int, marker: str, *, sig: int = signal.SIGTERM, timeout: float
         return
 
 
-def run(cmd: list[str], step: str, *, check: bool = True, timeout: float | None = None, **kw) -> subprocess.CompletedProcess:
+def run(
+    cmd: list[str], step: str, *, check: bool = True, timeout: float | None = None, **kw
+) -> subprocess.CompletedProcess:
     """Run a command; on failure raise StepError naming the step, the command and its output."""
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=timeout, **kw)
     if check and proc.returncode != 0:

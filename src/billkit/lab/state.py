@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ EVIDENCE_DIR = LAB_DIR / "evidence"
 ADMIN_USER = "ops"
 SSH_GROUP = "ssh-users"
 NFT_TABLE = "billkit_lab"
+_SAVE_LOCK = threading.Lock()
 
 
 @dataclass
@@ -49,10 +51,12 @@ class LabState:
     roles_applied: dict[str, str] = field(default_factory=dict)
 
     def save(self) -> None:
-        LAB_DIR.mkdir(parents=True, exist_ok=True)
-        tmp = STATE_FILE.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2, sort_keys=True), encoding="utf-8")
-        tmp.replace(STATE_FILE)
+        """Write the state atomically (steps may save from several threads at once)."""
+        with _SAVE_LOCK:
+            LAB_DIR.mkdir(parents=True, exist_ok=True)
+            tmp = STATE_FILE.with_suffix(".tmp")
+            tmp.write_text(json.dumps(asdict(self), indent=2, sort_keys=True), encoding="utf-8")
+            tmp.replace(STATE_FILE)
 
 
 def load_state() -> LabState:
