@@ -17,6 +17,7 @@ Protocol = Literal["tcp", "udp"]
 Realm = Literal["aws", "lab"]
 BOTH: frozenset[Realm] = frozenset({"aws", "lab"})
 LAB_ONLY: frozenset[Realm] = frozenset({"lab"})
+AWS_ONLY: frozenset[Realm] = frozenset({"aws"})
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,8 @@ INTERNET = "internet"  # untrusted users; in the lab, the machine's published po
 OPERATOR = "operator"  # administrators; in the lab, the machine itself (the controller)
 GATEWAY = "gateway"  # the lab's router, which runs the apt caching proxy
 PSEUDO_ENDPOINTS = (INTERNET, OPERATOR, GATEWAY)
+# AWS only: the interface VPC endpoints (KMS, SSM, logs, Secrets Manager) in the management tier.
+AWS_APIS = "aws-apis"
 
 TIERS: tuple[Tier, ...] = (
     Tier("edge", "TLS termination and the web application firewall", "10.77.10.0/24", 0, public=True),
@@ -119,6 +122,27 @@ FLOWS: tuple[Flow, ...] = (
         Flow(role.name, GATEWAY, APT_PROXY, "tcp", "Debian packages via the apt caching proxy", ("PAT-01",), LAB_ONLY)
         for role in ROLES
     ),
+    # AWS: private tiers reach AWS APIs through VPC endpoints (SSM replaces SSH; KMS unseals Vault).
+    Flow(
+        "app",
+        AWS_APIS,
+        HTTPS,
+        "tcp",
+        "SSM agent, KMS and CloudWatch Logs via VPC endpoints",
+        ("NET-08", "NET-09"),
+        AWS_ONLY,
+    ),
+    Flow(
+        "vault",
+        AWS_APIS,
+        HTTPS,
+        "tcp",
+        "KMS auto-unseal and SSM agent via VPC endpoints",
+        ("EAR-07", "NET-08"),
+        AWS_ONLY,
+    ),
+    # AWS: only the app tier has egress, through NAT (payment processor API, package repositories).
+    Flow("app", INTERNET, HTTPS, "tcp", "payment processor API and packages through NAT", ("NET-01",), AWS_ONLY),
 )
 
 
@@ -251,3 +275,193 @@ def aws_subnets(vpc_cidr: str = VPC_CIDR_DEFAULT, az_count: int = 3) -> dict[str
         per_az = list(blocks[t.aws_index].subnets(prefixlen_diff=2))
         out[t.name] = tuple(str(s) for s in per_az[:az_count])
     return out
+
+
+# --- AWS security groups and network ACLs, derived from flows("aws") ---------------------
+
+ANY_IPV4 = "0.0.0.0/0"
+# Return traffic of TCP connections (stateless NACLs need it; Linux and AWS services use this range).
+EPHEMERAL_PORTS = (1024, 65535)
+
+
+@dataclass(frozen=True)
+class AwsEndpoint:
+    """How one end of a flow exists in AWS.
+
+    sg: the security group that carries the role (None: no group, e.g. the internet);
+    tiers: the tiers whose subnets hold it (the NACL peers); cidr: a fixed peer instead;
+    prefix_list: an AWS-managed prefix list as the security-group peer (S3 gateway endpoint);
+    initiates: False for a managed service that opens no connection from inside the VPC.
+    """
+
+    sg: str | None
+    tiers: tuple[str, ...] = ()
+    cidr: str | None = None
+    prefix_list: str | None = None
+    initiates: bool = True
+
+
+AWS_ENDPOINTS: dict[str, AwsEndpoint] = {
+    "waf": AwsEndpoint("waf", ("edge",)),  # the internet-facing ALB
+    "app": AwsEndpoint("app", ("app",)),
+    "vault": AwsEndpoint("vault", ("data",)),  # the instances and their internal NLB
+    "db": AwsEndpoint("db", ("data",), initiates=False),  # RDS opens no connection of its own
+    # AWS Backup and S3: reached through the S3 gateway endpoint; the data tier has no internet route.
+    "backup": AwsEndpoint(None, cidr=ANY_IPV4, prefix_list="s3", initiates=False),
+    AWS_APIS: AwsEndpoint("endpoints", ("management",)),
+    INTERNET: AwsEndpoint(None, cidr=ANY_IPV4),
+    # Operators arrive from the management tier (client VPN or SSM port forwarding), never from the internet.
+    OPERATOR: AwsEndpoint(None, ("management",)),
+}
+
+
+def aws_security_groups() -> tuple[str, ...]:
+    """The security groups of the AWS stack, one per role that owns network interfaces."""
+    return tuple(sorted({e.sg for e in AWS_ENDPOINTS.values() if e.sg}))
+
+
+@dataclass(frozen=True)
+class SgRule:
+    """One security-group rule: exactly one of peer_sg, peer_cidr, peer_prefix_list is set."""
+
+    sg: str
+    direction: Literal["ingress", "egress"]
+    port: int
+    protocol: Protocol
+    description: str
+    controls: tuple[str, ...]
+    peer_sg: str | None = None
+    peer_cidrs: tuple[str, ...] = ()
+    peer_prefix_list: str | None = None
+
+    @property
+    def key(self) -> str:
+        if self.peer_cidrs == (ANY_IPV4,):
+            cidrs = "anywhere"
+        else:
+            cidrs = "-".join(c.replace(".", "-").replace("/", "-") for c in self.peer_cidrs)
+        peer = self.peer_sg or self.peer_prefix_list or cidrs
+        return f"{self.sg}-{self.direction}-{self.protocol}{self.port}-{peer}"
+
+
+def _aws_endpoint(name: str) -> AwsEndpoint:
+    try:
+        return AWS_ENDPOINTS[name]
+    except KeyError:
+        raise KeyError(f"flow end {name!r} has no AWS realisation; add it to AWS_ENDPOINTS") from None
+
+
+def aws_tier_blocks(vpc_cidr: str = VPC_CIDR_DEFAULT) -> dict[str, str]:
+    """Each tier's whole block inside the VPC (the AZ subnets of aws_subnets lie inside it)."""
+    blocks = list(ipaddress.ip_network(vpc_cidr).subnets(prefixlen_diff=2))
+    return {t.name: str(blocks[t.aws_index]) for t in TIERS}
+
+
+def _tier_cidrs(tiers: tuple[str, ...], vpc_cidr: str, az_count: int) -> tuple[str, ...]:
+    del az_count  # one block per tier whatever the number of AZs: rules stay few and stable
+    blocks = aws_tier_blocks(vpc_cidr)
+    return tuple(blocks[t] for t in tiers)
+
+
+def aws_sg_rules(vpc_cidr: str = VPC_CIDR_DEFAULT, az_count: int = 3) -> tuple[SgRule, ...]:
+    """Every security-group rule of the AWS stack, from flows("aws"); nothing else is allowed.
+
+    A flow becomes an egress rule on the source's group and an ingress rule on the
+    destination's group (groups are stateful: return traffic needs no rule). The peer is the
+    other end's group when it has one, else its CIDRs or prefix list.
+    """
+    rules: dict[str, SgRule] = {}
+
+    def peer(end: AwsEndpoint) -> dict[str, object]:
+        if end.sg:
+            return {"peer_sg": end.sg}
+        if end.prefix_list:
+            return {"peer_prefix_list": end.prefix_list}
+        if end.cidr:
+            return {"peer_cidrs": (end.cidr,)}
+        return {"peer_cidrs": _tier_cidrs(end.tiers, vpc_cidr, az_count)}
+
+    for f in flows("aws"):
+        src, dst = _aws_endpoint(f.src), _aws_endpoint(f.dst)
+        if not src.initiates:
+            continue
+        text = f"{f.src} to {f.dst}: {f.purpose}"
+        if src.sg:
+            r = SgRule(src.sg, "egress", f.port, f.protocol, text, f.controls, **peer(dst))  # type: ignore[arg-type]
+            rules.setdefault(r.key, r)
+        if dst.sg:
+            r = SgRule(dst.sg, "ingress", f.port, f.protocol, text, f.controls, **peer(src))  # type: ignore[arg-type]
+            rules.setdefault(r.key, r)
+    return tuple(rules[k] for k in sorted(rules))
+
+
+@dataclass(frozen=True)
+class NaclRule:
+    """One network ACL entry of a tier (stateless: return traffic needs its own entry)."""
+
+    tier: str
+    egress: bool
+    rule_number: int
+    protocol: Protocol
+    cidr: str
+    from_port: int
+    to_port: int
+    purpose: str
+
+
+def aws_nacl_rules(vpc_cidr: str = VPC_CIDR_DEFAULT, az_count: int = 3) -> dict[str, tuple[NaclRule, ...]]:
+    """Network ACL entries per tier, from flows("aws"), with ephemeral return traffic.
+
+    For a flow from tier A to tier B on port p: A allows egress to B's CIDRs on p and ingress
+    of B's replies on the ephemeral range; B allows ingress from A on p and egress of its
+    replies to A on the ephemeral range. Everything else hits the ACL's implicit deny.
+    """
+    entries: dict[str, dict[tuple[bool, str, int, int, str], str]] = {t.name: {} for t in TIERS}
+
+    def cidrs(end: AwsEndpoint) -> tuple[str, ...]:
+        return (end.cidr,) if end.cidr else _tier_cidrs(end.tiers, vpc_cidr, az_count)
+
+    lo, hi = EPHEMERAL_PORTS
+    for f in flows("aws"):
+        src, dst = _aws_endpoint(f.src), _aws_endpoint(f.dst)
+        if not src.initiates:
+            continue
+        for t in src.tiers:
+            for c in cidrs(dst):
+                entries[t].setdefault((True, f.protocol, f.port, f.port, c), f"to {f.dst}: {f.purpose}")
+                entries[t].setdefault((False, f.protocol, lo, hi, c), f"replies from {f.dst}")
+        for t in dst.tiers:
+            for c in cidrs(src):
+                entries[t].setdefault((False, f.protocol, f.port, f.port, c), f"from {f.src}: {f.purpose}")
+                entries[t].setdefault((True, f.protocol, lo, hi, c), f"replies to {f.src}")
+        if f.dst == INTERNET:
+            # Egress to the internet crosses the NAT gateways in the public (edge) subnets.
+            for nat_tier in (t.name for t in TIERS if t.public):
+                for t in src.tiers:
+                    if not tier(t).egress:
+                        raise ValueError(f"flow {f.src} -> internet, but tier {t} has no egress in TIERS")
+                    block = aws_tier_blocks(vpc_cidr)[t]
+                    rows = entries[nat_tier]
+                    rows.setdefault((False, f.protocol, f.port, f.port, block), f"NAT for {f.src}: {f.purpose}")
+                    rows.setdefault((True, f.protocol, f.port, f.port, ANY_IPV4), f"NAT for {f.src}: {f.purpose}")
+                    rows.setdefault((False, f.protocol, lo, hi, ANY_IPV4), "replies to NAT")
+                    rows.setdefault((True, f.protocol, lo, hi, block), f"NAT replies to {f.src}")
+    out: dict[str, tuple[NaclRule, ...]] = {}
+    for t, rows in entries.items():
+        rules: list[NaclRule] = []
+        numbers = {True: 100, False: 100}
+        for (egress, proto, p_lo, p_hi, cidr), purpose in sorted(rows.items()):
+            rules.append(NaclRule(t, egress, numbers[egress], proto, cidr, p_lo, p_hi, purpose))  # type: ignore[arg-type]
+            numbers[egress] += 10
+        out[t] = tuple(rules)
+    return out
+
+
+def internet_ports(realm: Realm = "aws") -> frozenset[tuple[int, Protocol]]:
+    """The (port, protocol) pairs the internet may reach: the only public ingress allowed."""
+    return frozenset((f.port, f.protocol) for f in flows(realm) if f.src == INTERNET)
+
+
+def admin_ports() -> frozenset[int]:
+    """Ports used only for host administration (SSH): never open in AWS, where SSM replaces them."""
+    return frozenset(f.port for f in FLOWS if f.realms == LAB_ONLY and f.src == OPERATOR)

@@ -73,9 +73,31 @@ def verify() -> None:
 
 
 @app.command()
-def plan() -> None:
+def plan(
+    stack: Annotated[str, typer.Option(help="The stack whose Pulumi.<stack>.yaml is used (dev or prod).")] = "prod",
+    output: Annotated[str, typer.Option("--format", help="Output format: table, json or sarif.")] = "table",
+) -> None:
     """Run the Pulumi program under mocks and evaluate the policy pack offline."""
-    not_implemented(ISSUE_PLAN)
+    from billkit import plan as planner
+
+    if output not in ("table", "json", "sarif"):
+        err.print(f"[red]error:[/red] unknown format {output!r}; choose table, json or sarif")
+        raise typer.Exit(2)
+    try:
+        with err.status(f"running the program for stack {stack} under the mock runtime…"):
+            result = planner.plan(stack)
+    except planner.PlanError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    if output == "json":
+        sys.stdout.write(json.dumps(planner.as_json(result), indent=2) + "\n")
+    elif output == "sarif":
+        sys.stdout.write(json.dumps(planner.as_sarif(result), indent=2) + "\n")
+    else:
+        planner.print_table(result, console)
+    if result.exit_code:
+        err.print(f"[red]{len(result.mandatory)} mandatory policy violation(s): the stack would be refused[/red]")
+    raise typer.Exit(result.exit_code)
 
 
 @app.command()

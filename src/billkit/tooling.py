@@ -17,7 +17,8 @@ BIN = Path(sys.executable).parent
 
 
 def _playbooks_have_content() -> bool:
-    return any((ROOT / "playbooks").glob("*.yml")) or any((ROOT / "playbooks" / "roles").iterdir())
+    playbooks = ROOT / "playbooks"
+    return any(playbooks.glob("*.yml")) or any(playbooks.glob("roles/*/tasks/*.yml"))
 
 
 def lint_steps() -> list[tuple[str, list[str]]]:
