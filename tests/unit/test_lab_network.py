@@ -19,6 +19,7 @@ from infra.topology import (
     INTERNET,
     OPERATOR,
     TIERS,
+    VAULT_API,
     flows,
     flows_into,
     hosts_of,
@@ -105,3 +106,17 @@ def test_recap_parsing():
     text += "db-1                       : ok=42   changed=2    unreachable=0    failed=1    skipped=11\n"
     recap = parse_recap(text)
     assert recap.hosts["edge-1"]["changed"] == 0 and recap.changed == 2 and recap.failed == 1
+
+
+@pytest.mark.control("NET-05", layer="host")
+def test_ec2_inventory_sets_the_same_role_variables():
+    """The same roles run on EC2: only the inventory differs (AWS subnets as sources, no SSH flow)."""
+    from infra.topology import aws_subnets
+
+    inv = inventory.ec2_inventory({"app-a": ("app", "10.40.64.10"), "vault-a": ("vault", "10.40.128.10")})["all"]
+    app_rules = inv["hosts"]["app-a"]["host_firewall_inbound"]
+    assert {r["from"] for r in app_rules} == {"waf"}
+    assert app_rules[0]["sources"] == list(aws_subnets()["edge"])
+    vault_ports = {(r["from"], r["port"]) for r in inv["hosts"]["vault-a"]["host_firewall_inbound"]}
+    assert ("app", VAULT_API) in vault_ports and all(src != OPERATOR for src, _ in vault_ports)
+    assert "vault-a" in inv["children"]["tier_data"]["hosts"]

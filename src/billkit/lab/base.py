@@ -89,13 +89,23 @@ def customise(root: Path, mirror: str) -> None:
     (root / "etc/resolv.conf").write_text("")
 
 
-def build(progress=None) -> bool:
+def unmount_under(path: Path) -> None:
+    """Unmount every mount point at or below the path, deepest first."""
+    root = str(path.resolve())
+    with open("/proc/self/mountinfo", encoding="utf-8") as fh:
+        points = [line.split()[4] for line in fh]
+    for point in sorted((p for p in points if p == root or p.startswith(root + "/")), key=len, reverse=True):
+        run(["umount", point], f"base image: unmount stale {point}", check=False)
+
+
+def build() -> bool:
     """Build the base rootfs if missing or stale; return True if it was built."""
     mirror = debian_mirror()
     if is_current():
         return False
     BASE_DIR.mkdir(parents=True, exist_ok=True)
     tmp = BASE_DIR / "rootfs.tmp"
+    unmount_under(tmp)  # /proc, /sys… of a debootstrap that died with its session
     shutil.rmtree(tmp, ignore_errors=True)
     cmd = ["debootstrap", f"--variant={VARIANT}", f"--include={','.join(PACKAGES)}", "--components=main",
            SUITE, str(tmp), mirror]  # fmt: skip

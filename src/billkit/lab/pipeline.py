@@ -168,6 +168,7 @@ def down(purge: bool = False) -> None:
         Step("remove nft table", lambda s, p: net.remove_nft(s)),
         Step("remove bridges", lambda s, p: net.remove_bridges(s)),
         Step("restore sysctls", lambda s, p: net.restore_sysctls(s)),
+        Step("unmount leftovers of an interrupted base build", lambda s, p: base.unmount_under(base.BASE_DIR)),
     ]
     if purge:
         steps.append(Step("delete host disks", lambda s, p: shutil.rmtree(HOSTS_DIR, ignore_errors=True)))
