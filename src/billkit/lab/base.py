@@ -26,9 +26,10 @@ VARIANT = "minbase"
 PACKAGES = (
     "systemd", "systemd-sysv", "dbus", "openssh-server", "python3", "python3-apt", "sudo",
     "iproute2", "nftables", "procps", "ca-certificates", "libpam-pwquality", "chrony",
-    "unattended-upgrades", "lynis", "cron",
+    "unattended-upgrades", "lynis", "cron", "libpam-tmpdir", "apt-listchanges", "needrestart", "debsums",
+    "apt-show-versions", "acct", "sysstat",
 )  # fmt: skip
-CUSTOMISATION = 3
+CUSTOMISATION = 4
 ROOTFS = BASE_DIR / "rootfs"
 STAMP = BASE_DIR / "recipe.json"
 

@@ -36,17 +36,27 @@ def is_ours(pid: int | None, marker: str) -> bool:
 
 
 def processes_rooted_in(root: Path) -> list[int]:
-    """PIDs of every process whose root directory is the given path (a container's rootfs)."""
-    want = str(root.resolve())
+    """PIDs of every process whose root directory is the given directory (a container's rootfs).
+
+    Compared by device and inode: inside a container's mount namespace the link text of
+    /proc/PID/root reads "/", but stat() through it reaches the container's real root.
+    """
+    try:
+        st = os.stat(root)
+    except OSError:
+        return []
+    want = (st.st_dev, st.st_ino)
     out = []
+    me = os.getpid()
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+        if not entry.name.isdigit() or int(entry.name) == me:
             continue
         try:
-            if os.readlink(entry / "root") == want:
-                out.append(int(entry.name))
+            other = os.stat(entry / "root")
         except OSError:
             continue
+        if (other.st_dev, other.st_ino) == want:
+            out.append(int(entry.name))
     return out
 
 
