@@ -100,8 +100,11 @@ def write_known_hosts() -> None:
     )
 
 
-def ensure_disk(h: LabHost) -> None:
-    """Mount the host's overlay (reusing a mount left by a dead session); provision it once."""
+def ensure_disk(h: LabHost) -> bool:
+    """Mount the host's overlay (reusing a mount left by a dead session); provision it once.
+
+    Returns True when the host's disk is new (nothing applied to it yet).
+    """
     d = host_dir(h.name)
     stamp = d / "base.hash"
     want = base.recipe_hash(base.debian_mirror())
@@ -116,6 +119,8 @@ def ensure_disk(h: LabHost) -> None:
     if not stamp.exists():
         provision(h)
         stamp.write_text(want)
+        return True
+    return False
 
 
 def destroy_disk(name: str) -> None:
@@ -203,7 +208,14 @@ def ssh_command(h: LabHost, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
-def require_ready(h: LabHost) -> None:
-    proc = run(ssh_command(h, "true"), f"{h.name}: ssh", check=False, timeout=30)
-    if proc.returncode != 0:
-        raise StepError(f"{h.name}: SSH login with the lab key failed: {proc.stderr.strip()[-500:]}")
+def require_ready(h: LabHost, timeout: float = 120) -> None:
+    """Log in with the lab key; retry while the host finishes booting (pam_nologin until then)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        cmd = [("LogLevel=INFO" if c == "LogLevel=ERROR" else c) for c in ssh_command(h, "true")]
+        proc = run(cmd, f"{h.name}: ssh", check=False, timeout=30)
+        if proc.returncode == 0:
+            return
+        if time.monotonic() > deadline:
+            raise StepError(f"{h.name}: SSH login with the lab key failed: {proc.stderr.strip()[-500:]}")
+        time.sleep(1)

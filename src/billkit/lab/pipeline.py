@@ -87,7 +87,9 @@ def _hosts(state: LabState, progress: Progress) -> None:
     hosts.ensure_ssh_key()
     for h in lab_hosts():
         progress(f"disk of {h.name}")
-        hosts.ensure_disk(h)
+        if hosts.ensure_disk(h):
+            state.roles_applied.clear()  # a new disk has no role applied yet
+            state.save()
     hosts.write_known_hosts()
     for h in lab_hosts():
         hosts.start(state, h)
