@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from billkit.controls import ROOT
-from billkit.lab import hosts
+from billkit.lab import cgroups, hosts
 from billkit.lab.net import bridges
 from billkit.lab.pipeline import PLAYBOOKS
-from billkit.lab.procs import is_ours, processes_rooted_in
+from billkit.lab.procs import is_ours
 from billkit.lab.state import HOSTS_DIR, LAB_DIR, LOG_DIR, NFT_TABLE, load_state
 from infra.topology import lab_hosts
 
@@ -30,7 +30,8 @@ def billkit(*args: str) -> subprocess.CompletedProcess:
 
 
 def lab_processes() -> list[int]:
-    return [pid for h in lab_hosts() for pid in processes_rooted_in(hosts.merged(h.name))]
+    """Every process of every host: by its cgroup, or by its root directory."""
+    return [pid for h in lab_hosts() for pid in hosts.strays(h.name)]
 
 
 def test_status_lists_every_host_running():
@@ -92,5 +93,7 @@ def test_down_restores_the_machine():
     assert NFT_TABLE not in tables
     for key, value in sysctl_before_lab.items():
         assert (Path("/proc/sys") / key.replace(".", "/")).read_text().strip() == value
+    for h in lab_hosts():
+        assert not any(cg.exists() for cg in cgroups.host_cgroups(h.name)), f"cgroups of {h.name} are left"
     after = load_state()
     assert not after.nspawn and not after.helpers and not after.bridges and not after.sysctl and not after.nft_table

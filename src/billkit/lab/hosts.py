@@ -19,7 +19,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from billkit.lab import base
+from billkit.lab import base, cgroups
 from billkit.lab.net import bridge_name
 from billkit.lab.procs import StepError, is_ours, processes_rooted_in, run, stop_pid
 from billkit.lab.state import ADMIN_USER, HOSTS_DIR, KNOWN_HOSTS, LOG_DIR, SSH_DIR, SSH_KEY, LabState
@@ -164,8 +164,9 @@ def start(state: LabState, h: LabHost) -> None:
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     with open(LOG_DIR / f"{h.name}.log", "ab") as log:
         proc = subprocess.Popen(
-            nspawn_command(h), stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
-        )
+            nspawn_command(h), stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+            preexec_fn=lambda: cgroups.enter(h.name),  # noqa: PLW1509 - no threads touch state in the child
+        )  # fmt: skip
     state.nspawn[h.name] = proc.pid
     state.save()
 
@@ -193,6 +194,7 @@ def stop(state: LabState, name: str) -> None:
     kill_strays(name)
     state.nspawn.pop(name, None)
     state.save()
+    cgroups.remove(name)
     if is_mounted(merged(name)):
         proc = run(["umount", str(merged(name))], f"{name}: unmount overlay", check=False)
         if proc.returncode != 0:
