@@ -141,17 +141,19 @@ def is_running(state: LabState, name: str) -> bool:
     return is_ours(state.nspawn.get(name), str(merged(name)))
 
 
+def strays(name: str) -> set[int]:
+    """Processes of this host: in its cgroups, or with its rootfs as their root."""
+    return cgroups.pids(name) | set(processes_rooted_in(merged(name)))
+
+
 def kill_strays(name: str) -> None:
-    """Kill processes left in this host's rootfs by a dead nspawn (they are ours by their root)."""
-    root = merged(name)
-    if not root.exists():
-        return
-    for pid in processes_rooted_in(root):
+    """Kill what a dead nspawn left of this host (ours by its cgroup or its root directory)."""
+    for pid in strays(name):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 5
     veth = f"vb-{name}"[:15]
-    while time.monotonic() < deadline and (processes_rooted_in(root) or Path(f"/sys/class/net/{veth}").exists()):
+    while time.monotonic() < deadline and (strays(name) or Path(f"/sys/class/net/{veth}").exists()):
         time.sleep(0.1)
     if Path(f"/sys/class/net/{veth}").exists():
         run(["ip", "link", "del", veth], f"{name}: remove stale veth", check=False)
