@@ -186,7 +186,7 @@ def test(
     raise typer.Exit(run_suite(list(ctx.args), fast=fast, lint=lint))
 
 
-@app.command()
+@app.command(context_settings={"ignore_unknown_options": True})
 def ssh(
     host: Annotated[str, typer.Argument(help="A lab host (see `billkit status`).")],
     command: Annotated[list[str] | None, typer.Argument(help="A command to run instead of a shell.")] = None,

@@ -35,6 +35,8 @@ def lynis() -> dict[str, dict]:
         m = re.search(r"^hardening_index=(\d+)", proc.stdout, re.M)
         report[name] = {
             "hardening_index": int(m.group(1)) if m else None,
+            "exit": proc.returncode,
+            "stderr": proc.stderr[-500:],
             "warnings": [ln.split("=", 1)[1] for ln in proc.stdout.splitlines() if ln.startswith("warning[]")],
             "suggestions": [ln.split("=", 1)[1] for ln in proc.stdout.splitlines() if ln.startswith("suggestion[]")],
         }
@@ -48,7 +50,9 @@ def lynis() -> dict[str, dict]:
 @pytest.mark.parametrize("name", [h.name for h in lab_hosts()])
 def test_lynis_hardening_index(lynis, name):
     index = lynis[name]["hardening_index"]
-    assert index is not None, f"{name}: Lynis produced no hardening index"
+    assert index is not None, (
+        f"{name}: Lynis produced no hardening index (exit {lynis[name]['exit']}): " + lynis[name]["stderr"]
+    )
     assert index >= TARGET, (
         f"{name}: Lynis hardening index {index} < {TARGET}; suggestions: {lynis[name]['suggestions']}"
     )

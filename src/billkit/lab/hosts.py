@@ -206,7 +206,7 @@ def stop(state: LabState, name: str) -> None:
 def ssh_command(h: LabHost, *extra: str) -> list[str]:
     return [
         "ssh", "-i", str(SSH_KEY), "-o", f"UserKnownHostsFile={KNOWN_HOSTS}", "-o", "StrictHostKeyChecking=yes",
-        "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR",
+        "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "ConnectTimeout=15", "-o", "LogLevel=ERROR",
         f"{ADMIN_USER}@{h.address}",
         *extra,
     ]  # fmt: skip

@@ -52,8 +52,12 @@ def run_on_hosts(names: list[str], command: list[str], timeout: float = 120) -> 
     from infra.topology import lab_host
 
     def one(name: str) -> subprocess.CompletedProcess:
-        return subprocess.run(ssh_command(lab_host(name), shlex.join(command)), capture_output=True, text=True,
-                              timeout=timeout, check=False)  # fmt: skip
+        for _ in range(3):  # 255: SSH itself failed (a busy machine can miss the banner timeout); retry
+            proc = subprocess.run(ssh_command(lab_host(name), shlex.join(command)), capture_output=True, text=True,
+                                  timeout=timeout, check=False)  # fmt: skip
+            if proc.returncode != 255:
+                break
+        return proc
 
     with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
         return dict(zip(names, pool.map(one, names), strict=True))
