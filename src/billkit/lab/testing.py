@@ -52,6 +52,7 @@ def run_on_hosts(names: list[str], command: list[str], timeout: float = 120) -> 
     from infra.topology import lab_host
 
     def one(name: str) -> subprocess.CompletedProcess:
+        proc = subprocess.CompletedProcess([], 255)
         for _ in range(3):  # 255: SSH itself failed (a busy machine can miss the banner timeout); retry
             proc = subprocess.run(ssh_command(lab_host(name), shlex.join(command)), capture_output=True, text=True,
                                   timeout=timeout, check=False)  # fmt: skip
