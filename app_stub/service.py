@@ -509,6 +509,17 @@ class Core:
             raise AppError(410, f"customer {cid} was erased")
         return self.cipher.key_for(cid, row[1])
 
+    def _read_customer(self, conn: psycopg.Connection[Any], cid: int) -> dict[str, Any]:
+        """One customer, decrypted (404 if absent, 410 if erased)."""
+        key = self._customer_key(conn, cid)
+        row = conn.execute(
+            "SELECT id, name_ct, email_ct, address_ct, tax_id_ct, created_at FROM billing.customers WHERE id = %s",
+            (cid,),
+        ).fetchone()
+        if row is None:
+            raise AppError(404, "not found")
+        return self._open_customer(key, row)
+
     def _open_customer(self, key: bytes, row: tuple[Any, ...]) -> dict[str, Any]:
         cid = row[0]
         out: dict[str, Any] = {"id": cid}
@@ -519,15 +530,9 @@ class Core:
 
     def get_customer(self, staff: Staff, cid: int) -> dict[str, Any]:
         with self.tx() as conn:
-            key = self._customer_key(conn, cid)
-            row = conn.execute(
-                "SELECT id, name_ct, email_ct, address_ct, tax_id_ct, created_at FROM billing.customers WHERE id = %s",
-                (cid,),
-            ).fetchone()
-            if row is None:
-                raise AppError(404, "not found")
+            customer = self._read_customer(conn, cid)
             audit.append(conn, self.now(), staff.actor, "customer.read", f"customer:{cid}")
-        return self._open_customer(key, row)
+        return customer
 
     def list_customers(self, staff: Staff, limit: int = 100) -> list[dict[str, Any]]:
         with self.tx() as conn:
@@ -913,14 +918,7 @@ class Core:
 
     def export_customer(self, staff: Staff, cid: int) -> dict[str, Any]:
         with self.tx() as conn:
-            key = self._customer_key(conn, cid)
-            row = conn.execute(
-                "SELECT id, name_ct, email_ct, address_ct, tax_id_ct, created_at FROM billing.customers WHERE id = %s",
-                (cid,),
-            ).fetchone()
-            if row is None:
-                raise AppError(404, "not found")
-            customer = self._open_customer(key, row)
+            customer = self._read_customer(conn, cid)
             invoices = []
             for (iid,) in conn.execute("SELECT id FROM billing.invoices WHERE customer_id = %s ORDER BY id", (cid,)):
                 invoices.append(iid)

@@ -39,25 +39,37 @@ class OutputFormat(StrEnum):
 @app.command()
 def up() -> None:
     """Bring up the local lab (hosts, networks, hardening, services) and verify it."""
-    not_implemented(ISSUE_LAB)
+    from billkit.lab.cli import cmd_up
+
+    raise typer.Exit(cmd_up())
 
 
 @app.command()
-def down() -> None:
+def down(
+    purge: Annotated[
+        bool, typer.Option("--purge", help="Also delete the hosts' disks (the base image stays).")
+    ] = False,
+) -> None:
     """Tear the local lab down and leave the machine as it was found."""
-    not_implemented(ISSUE_LAB)
+    from billkit.lab.cli import cmd_down
+
+    raise typer.Exit(cmd_down(purge))
 
 
 @app.command()
 def status() -> None:
     """Show the lab's hosts, addresses, state and applied roles."""
-    not_implemented(ISSUE_LAB)
+    from billkit.lab.cli import cmd_status
+
+    raise typer.Exit(cmd_status())
 
 
 @app.command()
 def verify() -> None:
     """Run the host checks against the running lab and report by control."""
-    not_implemented(ISSUE_LAB)
+    from billkit.lab.cli import cmd_verify
+
+    raise typer.Exit(cmd_verify())
 
 
 @app.command()
@@ -172,6 +184,17 @@ def test(
     from billkit.tooling import run_suite
 
     raise typer.Exit(run_suite(list(ctx.args), fast=fast, lint=lint))
+
+
+@app.command(context_settings={"ignore_unknown_options": True})
+def ssh(
+    host: Annotated[str, typer.Argument(help="A lab host (see `billkit status`).")],
+    command: Annotated[list[str] | None, typer.Argument(help="A command to run instead of a shell.")] = None,
+) -> None:
+    """Open an SSH session (or run a command) on a lab host with the lab's own key."""
+    from billkit.lab.cli import cmd_ssh
+
+    raise typer.Exit(cmd_ssh(host, command or []))
 
 
 audit_log = typer.Typer(help="The billing app's hash-chained audit log.", no_args_is_help=True)

@@ -1,0 +1,95 @@
+"""Running a playbook against the lab, with live progress and a parsed recap."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from billkit.controls import ROOT
+from billkit.lab.procs import StepError
+from billkit.lab.state import INVENTORY, LOG_DIR
+
+PLAYBOOKS = ROOT / "playbooks"
+RECAP = re.compile(r"^(\S+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)")
+
+
+@dataclass
+class Recap:
+    hosts: dict[str, dict[str, int]] = field(default_factory=dict)
+    log: Path | None = None
+
+    @property
+    def changed(self) -> int:
+        return sum(h["changed"] for h in self.hosts.values())
+
+    @property
+    def failed(self) -> int:
+        return sum(h["failed"] + h["unreachable"] for h in self.hosts.values())
+
+
+def parse_recap(text: str) -> Recap:
+    recap = Recap()
+    in_recap = False
+    for line in text.splitlines():
+        if line.startswith("PLAY RECAP"):
+            in_recap = True
+            continue
+        m = RECAP.match(line) if in_recap else None
+        if m:
+            recap.hosts[m.group(1)] = {"ok": int(m.group(2)), "changed": int(m.group(3)),
+                                       "unreachable": int(m.group(4)), "failed": int(m.group(5))}  # fmt: skip
+    return recap
+
+
+def ansible_env() -> dict[str, str]:
+    bindir = str(Path(sys.executable).parent)
+    return dict(
+        os.environ,
+        PATH=f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}",
+        ANSIBLE_FORKS="8",
+        ANSIBLE_PIPELINING="true",
+        ANSIBLE_HOST_KEY_CHECKING="true",
+        ANSIBLE_NOCOLOR="true",
+        ANSIBLE_RETRY_FILES_ENABLED="false",
+        ANSIBLE_ROLES_PATH=str(PLAYBOOKS / "roles"),
+        ANSIBLE_LOCAL_TEMP=str(LOG_DIR.parent / "ansible-tmp"),
+        ANSIBLE_CALLBACK_RESULT_FORMAT="yaml",
+    )
+
+
+def run_playbook(playbook: str, *, on_task=None, limit: str | None = None) -> Recap:
+    """Run playbooks/<playbook> against the lab's inventory; raise StepError on failure."""
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    log_path = LOG_DIR / f"ansible-{Path(playbook).stem}.log"
+    cmd = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(INVENTORY), str(PLAYBOOKS / playbook)]
+    if limit:
+        cmd += ["--limit", limit]
+    lines: list[str] = []
+    start = time.monotonic()
+    with open(log_path, "w", encoding="utf-8") as log:
+        proc = subprocess.Popen(cmd, cwd=PLAYBOOKS, env=ansible_env(), stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL)  # fmt: skip
+        for line in proc.stdout or ():
+            log.write(line)
+            lines.append(line.rstrip("\n"))
+            if on_task and line.startswith("TASK ["):
+                on_task(line[6:].split("]", 1)[0])
+        rc = proc.wait()
+    recap = parse_recap("\n".join(lines))
+    recap.log = log_path
+    if rc != 0 or recap.failed or not recap.hosts:
+        failures = [
+            " ".join(x.strip() for x in lines[i : i + 4])[:400]
+            for i, ln in enumerate(lines)
+            if ln.startswith(("fatal:", "failed:", "ERROR", "[ERROR]"))
+        ][-5:]
+        raise StepError(
+            f"playbook {playbook} failed (exit {rc}, {recap.failed} host failures) after "
+            f"{time.monotonic() - start:.0f}s:\n  " + "\n  ".join(failures) + f"\nfull log: {log_path}"
+        )
+    return recap

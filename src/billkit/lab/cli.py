@@ -1,0 +1,125 @@
+"""The lab's commands, called by billkit.cli (kept here so the CLI module stays thin)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+from rich.console import Console
+from rich.table import Table
+
+from billkit.lab.procs import StepError
+from billkit.system import PrerequisiteError
+
+console = Console()
+err = Console(stderr=True)
+
+
+def _root_required(what: str) -> int | None:
+    if os.geteuid() != 0:
+        err.print(f"[red]error:[/red] `billkit {what}` manages bridges, mounts and containers: run it as root")
+        return 2
+    return None
+
+
+def cmd_up() -> int:
+    from billkit.lab import pipeline
+
+    if (rc := _root_required("up")) is not None:
+        return rc
+    start = time.monotonic()
+    try:
+        pipeline.up()
+    except (StepError, PrerequisiteError) as exc:
+        err.print(f"[red]billkit up failed[/red] in step {exc}")
+        err.print("Fix the cause above, then run `billkit up` again: it resumes from what is there.")
+        return 1
+    err.print(f"[green]lab up[/green] in {time.monotonic() - start:.0f}s; `billkit status`, `billkit verify`")
+    return 0
+
+
+def cmd_down(purge: bool) -> int:
+    from billkit.lab import pipeline
+
+    if (rc := _root_required("down")) is not None:
+        return rc
+    start = time.monotonic()
+    try:
+        pipeline.down(purge=purge)
+    except StepError as exc:
+        err.print(f"[red]billkit down failed[/red] in step {exc}")
+        return 1
+    err.print(f"[green]lab down[/green] in {time.monotonic() - start:.0f}s; the machine is as the lab found it")
+    return 0
+
+
+def cmd_status() -> int:
+    from billkit.lab import pipeline
+    from billkit.lab.state import load_state
+
+    state = load_state()
+    table = Table(title="billkit lab")
+    for col in ("host", "role", "tier", "address", "state", "pid"):
+        table.add_column(col)
+    rows = pipeline.status_rows()
+    for r in rows:
+        colour = {"running": "green", "stopped": "yellow"}.get(r["state"], "dim")
+        table.add_row(r["host"], r["role"], r["tier"], r["address"], f"[{colour}]{r['state']}[/{colour}]", r["pid"])
+    console.print(table)
+    if state.roles_applied:
+        console.print("roles applied: " + ", ".join(f"{k} ({v})" for k, v in sorted(state.roles_applied.items())))
+    else:
+        console.print("roles applied: none yet")
+    helpers = dict(state.helpers.items())
+    if helpers:
+        console.print("helper processes: " + ", ".join(f"{k} (pid {v})" for k, v in helpers.items()))
+    return 0 if all(r["state"] == "running" for r in rows) else 3
+
+
+def cmd_ssh(host: str, command: list[str]) -> int:
+    from billkit.lab import hosts
+    from infra.topology import lab_host
+
+    try:
+        h = lab_host(host)
+    except KeyError as exc:
+        err.print(f"[red]error:[/red] {exc.args[0]}")
+        return 2
+    cmd = hosts.ssh_command(h, *command)
+    if sys.stdin.isatty() and not command:
+        cmd.insert(1, "-t")
+    os.execvp(cmd[0], cmd)  # noqa: S606 - an argument list, no shell: replaces this process with ssh
+
+
+def cmd_verify() -> int:
+    import subprocess
+
+    from billkit.controls import ROOT
+    from billkit.lab.state import EVIDENCE_DIR
+
+    args = [sys.executable, "-m", "pytest", "-q", "-m", "lab", "tests/hosts", "-p", "no:cacheprovider"]
+    err.print(f"[bold]==> host checks[/bold] {' '.join(args[3:])}")
+    rc = subprocess.run(args, cwd=ROOT, check=False).returncode
+    lynis = EVIDENCE_DIR / "lynis.json"
+    if lynis.exists():
+        table = Table(title="Lynis hardening index (HRD-07)")
+        table.add_column("host")
+        table.add_column("index", justify="right")
+        for host, data in sorted(json.loads(lynis.read_text()).items()):
+            table.add_row(host, str(data["hardening_index"]))
+        console.print(table)
+    waivers = EVIDENCE_DIR / "waivers.json"
+    if waivers.exists():
+        table = Table(title="Waivers recorded by the roles")
+        for col in ("control", "hosts", "item", "reason"):
+            table.add_column(col, overflow="fold")
+        grouped: dict[tuple[str, str, str], list[str]] = {}
+        for host, items in json.loads(waivers.read_text()).items():
+            for w in items:
+                grouped.setdefault((w["control"], w["item"], w["reason"]), []).append(host)
+        for (control, item, reason), hs in sorted(grouped.items()):
+            table.add_row(control, ", ".join(sorted(hs)), item, reason)
+        console.print(table)
+    return rc

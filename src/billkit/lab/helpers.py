@@ -1,0 +1,120 @@
+"""The lab's helper processes on the machine, each started by the lab and tracked by PID.
+
+- ``apt-proxy``: apt-cacher-ng bound to the machine's address on every lab bridge, the only
+  path from any host to the Debian mirror (its cache lives in ``.lab/apt-proxy``).
+- ``publish``: a TCP forwarder from the machine's loopback port ``LAB_PUBLISHED_HTTPS`` to the
+  WAF host's HTTPS port: the only way in to the lab for users.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import socket
+import subprocess
+import sys
+import time
+
+from billkit.lab.base import security_mirror
+from billkit.lab.net import bridges
+from billkit.lab.procs import StepError, is_ours, stop_pid
+from billkit.lab.state import LOG_DIR, PROXY_DIR, LabState
+from billkit.system import debian_mirror
+from infra.topology import APT_PROXY, HTTPS, LAB_PUBLISHED_HTTPS, hosts_of
+
+PROXY_USER = "apt-cacher-ng"
+
+
+def _marker(name: str) -> str:
+    return {"apt-proxy": str(PROXY_DIR), "publish": "billkit.lab.forward"}[name]
+
+
+def _wait_port(host: str, port: int, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise StepError(f"{what} did not listen on {host}:{port} within {timeout:.0f}s; see {LOG_DIR}")
+
+
+def _strip_scheme(url: str) -> str:
+    return url.split("://", 1)[-1].rstrip("/")
+
+
+def proxy_config() -> str:
+    """apt-cacher-ng's configuration: it serves the machine's own mirrors and nothing else."""
+    binds = " ".join(addr.split("/")[0] for addr in bridges().values())
+    mirror = debian_mirror()
+    lines = [
+        f"CacheDir: {PROXY_DIR / 'cache'}",
+        f"LogDir: {PROXY_DIR / 'log'}",
+        "SupportDir: /usr/lib/apt-cacher-ng",
+        f"Port: {APT_PROXY}",
+        f"BindAddress: {binds}",
+        f"PidFile: {PROXY_DIR / 'pid'}",
+        f"SocketPath: {PROXY_DIR / 'socket'}",
+        f"Remap-debrep: {_strip_scheme(mirror)} ; {mirror}/",
+        # Requests for any other host are refused: the proxy is not a way out of the lab.
+        "ForceManaged: 1",
+        "ExThreshold: 4",
+        "ReportPage: ",
+    ]
+    security = security_mirror()
+    if security:
+        lines.append(f"Remap-secdeb: {_strip_scheme(security)} ; {security}/")
+    return "\n".join(lines) + "\n"
+
+
+def proxy_command() -> list[str]:
+    return ["apt-cacher-ng", "-c", str(PROXY_DIR / "conf"), "ForeGround=1"]
+
+
+def ensure_proxy(state: LabState) -> None:
+    if is_ours(state.helpers.get("apt-proxy"), _marker("apt-proxy")):
+        return
+    for sub in ("cache", "log", "conf"):
+        (PROXY_DIR / sub).mkdir(parents=True, exist_ok=True)
+    (PROXY_DIR / "conf" / "acng.conf").write_text(proxy_config())
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    pre = []
+    try:
+        pw = pwd.getpwnam(PROXY_USER)
+        for path in (PROXY_DIR, PROXY_DIR / "cache", PROXY_DIR / "log"):
+            os.chown(path, pw.pw_uid, pw.pw_gid)
+        pre = ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--init-groups"]
+    except KeyError:
+        pass
+    (PROXY_DIR / "pid").unlink(missing_ok=True)
+    with open(LOG_DIR / "apt-proxy.log", "ab") as log:
+        proc = subprocess.Popen(
+            [*pre, *proxy_command()], stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
+        )
+    state.helpers["apt-proxy"] = proc.pid
+    state.save()
+    first = next(iter(bridges().values())).split("/")[0]
+    _wait_port(first, APT_PROXY, 15, "the apt proxy (apt-cacher-ng)")
+
+
+def ensure_publish(state: LabState) -> None:
+    if is_ours(state.helpers.get("publish"), _marker("publish")):
+        return
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    edge = hosts_of("waf")[0].address
+    with open(LOG_DIR / "publish.log", "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "billkit.lab.forward", "127.0.0.1", str(LAB_PUBLISHED_HTTPS), edge, str(HTTPS)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+        )  # fmt: skip
+    state.helpers["publish"] = proc.pid
+    state.save()
+    _wait_port("127.0.0.1", LAB_PUBLISHED_HTTPS, 10, "the published-port forwarder")
+
+
+def stop_helpers(state: LabState) -> None:
+    for name, pid in list(state.helpers.items()):
+        stop_pid(pid, _marker(name), timeout=5)
+        del state.helpers[name]
+        state.save()

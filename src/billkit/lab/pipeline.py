@@ -1,0 +1,200 @@
+"""`billkit up`, `down` and `status`: the lab's lifecycle as an ordered list of steps.
+
+``up`` runs ``up_steps()`` in order. Every step is idempotent: it checks what exists, repairs
+what a dead session left behind (stale mounts, bridges, nft tables, state files) and does only
+what is missing, so re-running ``up`` converges. A failing step raises ``StepError`` naming
+itself and the cause; the next ``up`` resumes from what is there.
+
+To add a role to the lab (openbao, postgresql, backup, billing_app, waf…), write
+``playbooks/<name>.yml`` targeting the inventory groups (``role_<role>``, ``tier_<tier>``),
+then append ``Playbook("<name>.yml", "what it does")`` to ``PLAYBOOKS`` below (order matters:
+hardening first, then services in dependency order). A step that is not a playbook (say,
+shipping a wheelhouse) is a ``Step(name, function)`` added to ``up_steps()``; the function
+takes the ``LabState`` and the progress callback.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from rich.console import Console
+
+from billkit.lab import base, helpers, hosts, net
+from billkit.lab.ansible import Recap, run_playbook
+from billkit.lab.inventory import write_inventory
+from billkit.lab.procs import StepError
+from billkit.lab.state import HOSTS_DIR, LAB_DIR, LOG_DIR, STATE_FILE, LabState, load_state
+from billkit.system import ensure_packages
+from infra.topology import lab_hosts
+
+console = Console(stderr=True)
+Progress = Callable[[str], None]
+
+PREREQUISITES = ["systemd-container", "debootstrap", "nftables", "iproute2", "apt-cacher-ng", "openssh-client",
+                 "util-linux", "mount"]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Playbook:
+    file: str  # under playbooks/
+    what: str
+    roles: tuple[str, ...] = ()  # the roles it applies (shown by `billkit status`)
+
+
+# The playbooks `billkit up` applies, in order.
+PLAYBOOKS: list[Playbook] = [
+    Playbook(
+        "harden.yml", "harden every host (os, ssh, host firewall)", ("os_hardening", "ssh_hardening", "host_firewall")
+    ),  # fmt: skip
+]
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    run: Callable[[LabState, Progress], object]
+
+
+def _prerequisites(state: LabState, progress: Progress) -> None:
+    installed = ensure_packages(PREREQUISITES, "the local lab")
+    if installed:
+        console.print(f"    installed {' '.join(installed)}")
+
+
+def _base(state: LabState, progress: Progress) -> None:
+    progress("debootstrap bookworm (first run only, about a minute)")
+    if base.build():
+        console.print(f"    built the base image in {base.ROOTFS}")
+
+
+def _networks(state: LabState, progress: Progress) -> None:
+    net.ensure_sysctls(state)
+    net.ensure_bridges(state)
+    net.ensure_nft(state, LAB_DIR)
+
+
+def _proxy(state: LabState, progress: Progress) -> None:
+    helpers.ensure_proxy(state)
+
+
+def _hosts(state: LabState, progress: Progress) -> None:
+    hosts.ensure_ssh_key()
+    for h in lab_hosts():
+        progress(f"disk of {h.name}")
+        if hosts.ensure_disk(h):
+            state.roles_applied.clear()  # a new disk has no role applied yet
+            state.save()
+    hosts.write_known_hosts()
+    for h in lab_hosts():
+        hosts.start(state, h)
+    progress("waiting for SSH on every host")
+    with ThreadPoolExecutor(max_workers=len(lab_hosts())) as pool:
+        list(pool.map(lambda h: hosts.wait_ssh(state, h), lab_hosts()))
+        list(pool.map(hosts.require_ready, lab_hosts()))
+
+
+def _publish(state: LabState, progress: Progress) -> None:
+    helpers.ensure_publish(state)
+
+
+def _inventory(state: LabState, progress: Progress) -> None:
+    write_inventory()
+
+
+LAST_RECAPS: dict[str, Recap] = {}
+
+
+def _playbook_step(pb: Playbook) -> Step:
+    def run(state: LabState, progress: Progress) -> None:
+        recap = run_playbook(pb.file, on_task=progress)
+        LAST_RECAPS[pb.file] = recap
+        (LOG_DIR / f"recap-{pb.file.removesuffix('.yml')}.json").write_text(json.dumps(recap.hosts, indent=2))
+        now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        for role in pb.roles:
+            state.roles_applied[role] = now
+        state.save()
+        console.print(f"    {pb.file}: {len(recap.hosts)} hosts, {recap.changed} changed tasks")
+
+    return Step(f"playbook {pb.file}: {pb.what}", run)
+
+
+def up_steps() -> list[Step]:
+    return [
+        Step("prerequisites (apt)", _prerequisites),
+        Step("base image", _base),
+        Step("networks (bridges, routing, nftables)", _networks),
+        Step("apt caching proxy", _proxy),
+        Step("hosts (overlay disks, nspawn, SSH)", _hosts),
+        Step("published HTTPS port", _publish),
+        Step("inventory", _inventory),
+        *(_playbook_step(pb) for pb in PLAYBOOKS),
+    ]
+
+
+def run_steps(steps: list[Step], state: LabState) -> None:
+    for step in steps:
+        start = time.monotonic()
+        with console.status(f"[bold]{step.name}[/bold]") as status:
+
+            def progress(msg: str, _name: str = step.name) -> None:
+                status.update(f"[bold]{_name}[/bold]: {msg}")
+
+            try:
+                step.run(state, progress)
+            except StepError:
+                raise
+            except Exception as exc:  # an unexpected failure still names its step
+                raise StepError(f"{step.name}: {type(exc).__name__}: {exc}") from exc
+        console.print(f"[green]✓[/green] {step.name} [dim]({time.monotonic() - start:.1f}s)[/dim]")
+
+
+def up() -> LabState:
+    LAB_DIR.mkdir(parents=True, exist_ok=True)
+    state = load_state()
+    run_steps(up_steps(), state)
+    return state
+
+
+def down(purge: bool = False) -> None:
+    """Stop what the lab started and undo what it changed, in reverse order."""
+    state = load_state()
+    steps = [
+        Step("stop hosts", lambda s, p: _stop_hosts(s)),
+        Step("stop helper processes", lambda s, p: helpers.stop_helpers(s)),
+        Step("remove nft table", lambda s, p: net.remove_nft(s)),
+        Step("remove bridges", lambda s, p: net.remove_bridges(s)),
+        Step("restore sysctls", lambda s, p: net.restore_sysctls(s)),
+        Step("unmount leftovers of an interrupted base build", lambda s, p: base.unmount_under(base.BASE_DIR)),
+    ]
+    if purge:
+        steps.append(Step("delete host disks", lambda s, p: shutil.rmtree(HOSTS_DIR, ignore_errors=True)))
+    run_steps(steps, state)
+    state.roles_applied.clear() if purge else None
+    state.save()
+    if purge:
+        STATE_FILE.unlink(missing_ok=True)
+
+
+def _stop_hosts(state: LabState) -> None:
+    names = {h.name for h in lab_hosts()} | set(state.nspawn)
+    with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
+        list(pool.map(lambda n: hosts.stop(state, n), sorted(names)))
+
+
+def status_rows() -> list[dict[str, str]]:
+    state = load_state()
+    rows = []
+    for h in lab_hosts():
+        running = hosts.is_running(state, h.name)
+        rows.append({
+            "host": h.name, "role": h.role, "tier": h.tier, "address": h.address,
+            "state": "running" if running else ("stopped" if hosts.merged(h.name).exists() else "absent"),
+            "pid": str(state.nspawn.get(h.name, "")) if running else "",
+        })  # fmt: skip
+    return rows

@@ -1,0 +1,70 @@
+"""Where the lab keeps its state, and the record of what it changed on this machine.
+
+Everything lives in ``.lab/`` at the root of the checkout (git-ignored). ``state.json`` records
+what the lab started or changed (process IDs, bridges, the nft table, sysctl values it found),
+so that ``billkit down`` undoes exactly that, and ``billkit up`` can reconcile a lab whose
+processes died with an earlier session.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from billkit.controls import ROOT
+
+LAB_DIR = Path(os.environ.get("BILLKIT_LAB_DIR", str(ROOT / ".lab")))
+STATE_FILE = LAB_DIR / "state.json"
+BASE_DIR = LAB_DIR / "base"
+HOSTS_DIR = LAB_DIR / "hosts"
+SSH_DIR = LAB_DIR / "ssh"
+SSH_KEY = SSH_DIR / "id_ed25519"
+KNOWN_HOSTS = SSH_DIR / "known_hosts"
+INVENTORY = LAB_DIR / "inventory.yml"
+PROXY_DIR = LAB_DIR / "apt-proxy"
+LOG_DIR = LAB_DIR / "log"
+EVIDENCE_DIR = LAB_DIR / "evidence"
+
+# The lab's account on every host: key-only, in the SSH allowed group, sudo for Ansible.
+ADMIN_USER = "ops"
+SSH_GROUP = "ssh-users"
+NFT_TABLE = "billkit_lab"
+_SAVE_LOCK = threading.Lock()
+
+
+@dataclass
+class LabState:
+    # host name -> PID of its systemd-nspawn process
+    nspawn: dict[str, int] = field(default_factory=dict)
+    # PIDs of the helper processes the lab started (apt proxy, published-port forwarder)
+    helpers: dict[str, int] = field(default_factory=dict)
+    # bridges the lab created (never one it found)
+    bridges: list[str] = field(default_factory=list)
+    # sysctl name -> the value found before the lab changed it
+    sysctl: dict[str, str] = field(default_factory=dict)
+    nft_table: bool = False
+    # role -> ISO time it was last applied with zero failures
+    roles_applied: dict[str, str] = field(default_factory=dict)
+
+    def save(self) -> None:
+        """Write the state atomically (steps may save from several threads at once)."""
+        with _SAVE_LOCK:
+            LAB_DIR.mkdir(parents=True, exist_ok=True)
+            tmp = STATE_FILE.with_suffix(".tmp")
+            tmp.write_text(json.dumps(asdict(self), indent=2, sort_keys=True), encoding="utf-8")
+            tmp.replace(STATE_FILE)
+
+
+def load_state() -> LabState:
+    if not STATE_FILE.exists():
+        return LabState()
+    try:
+        data: dict[str, Any] = json.loads(STATE_FILE.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return LabState()
+    known = LabState.__dataclass_fields__
+    return LabState(**{k: v for k, v in data.items() if k in known})

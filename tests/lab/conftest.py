@@ -1,0 +1,38 @@
+"""Host checks run against the lab: a lab-marked test brings the lab up first (idempotent)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+# testinfra's ansible:// backend runs ansible-inventory: the environment's own, first on PATH.
+_bin = str(Path(sys.executable).parent)
+if _bin not in os.environ.get("PATH", "").split(os.pathsep):
+    os.environ["PATH"] = _bin + os.pathsep + os.environ.get("PATH", "")
+
+
+@pytest.fixture(scope="session")
+def lab_up() -> None:
+    from billkit.lab.testing import ensure_lab
+
+    ensure_lab()
+
+
+@pytest.fixture(autouse=True)
+def _lab_for_lab_tests(request: pytest.FixtureRequest) -> None:
+    if request.node.get_closest_marker("lab"):
+        request.getfixturevalue("lab_up")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "lab_last: runs after every other test of the session (billkit down)")
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked lab_last (the teardown check) run after everything else."""
+    last = [i for i in items if i.get_closest_marker("lab_last")]
+    if last:
+        items[:] = [i for i in items if not i.get_closest_marker("lab_last")] + last
