@@ -134,6 +134,41 @@ def up_steps() -> list[Step]:
         Step("published HTTPS port", _publish),
         Step("inventory", _inventory),
         *(_playbook_step(pb) for pb in PLAYBOOKS),
+        *_keys_steps(),
+    ]
+
+
+# --- keys: the OpenBao cluster (billkit.vault.lab) -------------------------------------------
+
+OPENBAO = Playbook("openbao.yml", "OpenBao raft nodes (vault-1..3)", ("openbao",))
+
+
+def _vault_prepare(state: LabState, progress: Progress) -> None:
+    from billkit.vault import lab as vault_lab
+
+    for change in vault_lab.prepare():
+        console.print(f"    {change}")
+
+
+def _vault_converge(state: LabState, progress: Progress) -> None:
+    from billkit.vault import lab as vault_lab
+
+    result = vault_lab.converge(progress)
+    for change in result.changes:
+        console.print(f"    {change}")
+    if any(c.startswith("certificate of ") for c in result.changes):
+        progress("installing the nodes' certificates from the PKI engine")
+        run_playbook(OPENBAO.file, on_task=progress)
+    if result.ssh_ca_public_key and vault_lab.write_ssh_ca_vars(result.ssh_ca_public_key):
+        progress("trusting the SSH user CA on every host")
+        run_playbook("ssh_ca.yml", on_task=progress)
+
+
+def _keys_steps() -> list[Step]:
+    return [
+        Step("vault: root CA, bootstrap certificates, role variables", _vault_prepare),
+        _playbook_step(OPENBAO),
+        Step("vault: initialise, unseal, join, configure (root revoked after)", _vault_converge),
     ]
 
 

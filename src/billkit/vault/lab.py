@@ -11,12 +11,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import yaml
 
-from billkit.controls import ROOT
+from billkit.lab.state import LAB_DIR
 from billkit.vault import configure
 from billkit.vault.bootstrap import Progress
 from billkit.vault.deploy import Result, StateLayout
@@ -24,8 +23,6 @@ from billkit.vault.local import bao_binary
 from billkit.vault.pki import ensure_root_ca, write_private
 from billkit.vault.server import Node, lab_nodes
 from infra.topology import VAULT_API, VAULT_CLUSTER
-
-LAB_DIR = Path(os.environ.get("BILLKIT_LAB_DIR", str(ROOT / ".lab")))
 
 
 def _quiet(_: str) -> None:
