@@ -93,7 +93,7 @@ POSTGRES = 5432
 SSH = 22
 APT_PROXY = 3142
 # The machine's loopback port that the lab publishes for users (to edge-1:443).
-LAB_PUBLISHED_HTTPS = 8443
+LAB_PUBLISHED_HTTPS = 9443
 
 FLOWS: tuple[Flow, ...] = (
     Flow(INTERNET, "waf", HTTPS, "tcp", "users reach the app over HTTPS", ("ENC-01", "NET-06")),

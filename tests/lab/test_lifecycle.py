@@ -18,7 +18,7 @@ from billkit.lab import cgroups, hosts
 from billkit.lab.net import bridges
 from billkit.lab.pipeline import PLAYBOOKS
 from billkit.lab.procs import is_ours
-from billkit.lab.state import HOSTS_DIR, LAB_DIR, LOG_DIR, NFT_TABLE, load_state
+from billkit.lab.state import HOSTS_DIR, LAB_DIR, LOG_DIR, NFT_TABLE, lab_owner, load_state
 from infra.topology import lab_hosts
 
 pytestmark = pytest.mark.lab
@@ -95,5 +95,6 @@ def test_down_restores_the_machine():
         assert (Path("/proc/sys") / key.replace(".", "/")).read_text().strip() == value
     for h in lab_hosts():
         assert not any(cg.exists() for cg in cgroups.host_cgroups(h.name)), f"cgroups of {h.name} are left"
+    assert lab_owner() != str(LAB_DIR), "the machine is still marked as this checkout's lab"
     after = load_state()
     assert not after.nspawn and not after.helpers and not after.bridges and not after.sysctl and not after.nft_table

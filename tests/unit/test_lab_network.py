@@ -120,3 +120,21 @@ def test_ec2_inventory_sets_the_same_role_variables():
     vault_ports = {(r["from"], r["port"]) for r in inv["hosts"]["vault-a"]["host_firewall_inbound"]}
     assert ("app", VAULT_API) in vault_ports and all(src != OPERATOR for src, _ in vault_ports)
     assert "vault-a" in inv["children"]["tier_data"]["hosts"]
+
+
+def test_one_lab_per_machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Bridges, nft table and addresses are machine-wide: a second checkout's `up` is refused."""
+    from billkit.lab import state
+
+    monkeypatch.setattr(state, "OWNER_FILE", tmp_path / "owner")
+    other = tmp_path / "other" / ".lab"
+    other.mkdir(parents=True)
+    (other / "state.json").write_text('{"bridges": ["bk-edge"]}')
+    state.OWNER_FILE.write_text(str(other))
+    with pytest.raises(RuntimeError, match="another checkout"):
+        state.claim_machine()
+    (other / "state.json").write_text('{"bridges": []}')  # that lab is down: the machine is free
+    state.claim_machine()
+    assert state.lab_owner() == str(state.LAB_DIR)
+    state.release_machine()
+    assert state.lab_owner() is None

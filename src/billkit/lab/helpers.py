@@ -68,6 +68,15 @@ def proxy_config() -> str:
     return "\n".join(lines) + "\n"
 
 
+def _require_alive(state: LabState, name: str, what: str) -> None:
+    """A listener answering is not enough: it must be ours (another program may hold the port)."""
+    time.sleep(0.5)
+    if not is_ours(state.helpers.get(name), _marker(name)):
+        raise StepError(
+            f"{name} exited at start: is {what} already taken by another program? See {LOG_DIR / (name + '.log')}"
+        )
+
+
 def proxy_command() -> list[str]:
     return ["apt-cacher-ng", "-c", str(PROXY_DIR / "conf"), "ForeGround=1"]
 
@@ -96,6 +105,7 @@ def ensure_proxy(state: LabState) -> None:
     state.save()
     first = next(iter(bridges().values())).split("/")[0]
     _wait_port(first, APT_PROXY, 15, "the apt proxy (apt-cacher-ng)")
+    _require_alive(state, "apt-proxy", f"port {APT_PROXY} on the gateway addresses")
 
 
 def ensure_publish(state: LabState) -> None:
@@ -111,6 +121,7 @@ def ensure_publish(state: LabState) -> None:
     state.helpers["publish"] = proc.pid
     state.save()
     _wait_port("127.0.0.1", LAB_PUBLISHED_HTTPS, 10, "the published-port forwarder")
+    _require_alive(state, "publish", f"127.0.0.1:{LAB_PUBLISHED_HTTPS}")
 
 
 def stop_helpers(state: LabState) -> None:

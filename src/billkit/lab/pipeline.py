@@ -29,7 +29,17 @@ from billkit.lab import base, helpers, hosts, net
 from billkit.lab.ansible import Recap, run_playbook
 from billkit.lab.inventory import write_inventory
 from billkit.lab.procs import StepError
-from billkit.lab.state import HOSTS_DIR, LAB_DIR, LOG_DIR, STATE_FILE, LabState, load_state
+from billkit.lab.state import (
+    HOSTS_DIR,
+    LAB_DIR,
+    LOG_DIR,
+    STATE_FILE,
+    LabState,
+    claim_machine,
+    lab_owner,
+    load_state,
+    release_machine,
+)
 from billkit.system import ensure_packages
 from infra.topology import lab_hosts
 
@@ -65,6 +75,13 @@ def _prerequisites(state: LabState, progress: Progress) -> None:
     installed = ensure_packages(PREREQUISITES, "the local lab")
     if installed:
         console.print(f"    installed {' '.join(installed)}")
+
+
+def _claim(state: LabState, progress: Progress) -> None:
+    try:
+        claim_machine()
+    except RuntimeError as exc:
+        raise StepError(str(exc)) from None
 
 
 def _base(state: LabState, progress: Progress) -> None:
@@ -126,6 +143,7 @@ def _playbook_step(pb: Playbook) -> Step:
 
 def up_steps() -> list[Step]:
     return [
+        Step("this machine's lab is ours", _claim),
         Step("prerequisites (apt)", _prerequisites),
         Step("base image", _base),
         Step("networks (bridges, routing, nftables)", _networks),
@@ -199,6 +217,12 @@ def up() -> LabState:
 def down(purge: bool = False) -> None:
     """Stop what the lab started and undo what it changed, in reverse order."""
     state = load_state()
+    owner = lab_owner()
+    if owner and owner != str(LAB_DIR) and state.bridges:
+        raise StepError(
+            f"down: the machine's lab belongs to another checkout ({owner}); its bridges and nft table are not "
+            "this checkout's to remove: run `billkit down` there"
+        )
     steps = [
         Step("stop hosts", lambda s, p: _stop_hosts(s)),
         Step("stop helper processes", lambda s, p: helpers.stop_helpers(s)),
@@ -210,6 +234,7 @@ def down(purge: bool = False) -> None:
     if purge:
         steps.append(Step("delete host disks", lambda s, p: shutil.rmtree(HOSTS_DIR, ignore_errors=True)))
     run_steps(steps, state)
+    release_machine()
     state.roles_applied.clear() if purge else None
     state.save()
     if purge:

@@ -59,6 +59,40 @@ class LabState:
             tmp.replace(STATE_FILE)
 
 
+# The lab's bridges, nft table and addresses are machine-wide: one checkout's lab at a time.
+OWNER_FILE = Path("/run/billkit-lab.owner")
+
+
+def lab_owner() -> str | None:
+    """The state folder of the lab that holds this machine's lab resources, if any."""
+    try:
+        return OWNER_FILE.read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
+
+
+def claim_machine() -> None:
+    """Record this checkout as the machine's lab; refuse while another checkout's lab holds it."""
+    owner = lab_owner()
+    if owner and owner != str(LAB_DIR):
+        other = Path(owner) / "state.json"
+        try:
+            busy = bool(json.loads(other.read_text(encoding="utf-8")).get("bridges"))
+        except (OSError, ValueError):
+            busy = False
+        if busy:
+            raise RuntimeError(
+                f"the lab of another checkout ({owner}) holds this machine's bridges and nft table: "
+                f"run `billkit down` in {Path(owner).parent} first (one lab per machine)"
+            )
+    OWNER_FILE.write_text(str(LAB_DIR) + "\n", encoding="utf-8")
+
+
+def release_machine() -> None:
+    if lab_owner() == str(LAB_DIR):
+        OWNER_FILE.unlink(missing_ok=True)
+
+
 def load_state() -> LabState:
     if not STATE_FILE.exists():
         return LabState()
