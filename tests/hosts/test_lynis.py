@@ -25,7 +25,7 @@ LYNIS = ["sudo", "-n", "sh", "-c",
 
 
 @pytest.fixture(scope="module")
-def lynis() -> dict[str, dict]:
+def lynis(lab_up: None) -> dict[str, dict]:  # module fixtures run before the autouse one: ask for the lab
     names = [h.name for h in lab_hosts()]
     # Two at a time per core is enough: Lynis is CPU-bound and the machine has two.
     with ThreadPoolExecutor(4) as pool:

@@ -107,7 +107,7 @@ def _probe_from_machine() -> dict[str, bool]:
 
 
 @pytest.fixture(scope="module")
-def results() -> dict[str, Any]:
+def results(lab_up: None) -> dict[str, Any]:  # module fixtures run before the autouse one: ask for the lab
     names = [h.name for h in lab_hosts()]
     ports = [str(p) for p, proto in topology_ports() if proto == "tcp"]
     pidfile = "/run/billkit-probe.pid"

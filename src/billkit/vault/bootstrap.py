@@ -160,8 +160,12 @@ def init_and_unseal(cluster: Cluster, progress: Progress = _quiet) -> list[str]:
         material = cluster.keystore.load()
     except KeystoreError as exc:
         raise VaultError(str(exc)) from None
-    if unseal(cluster.client(first), material):
-        changed.append(f"unsealed {first.name}")
+    # After a restart every node is sealed, and raft elects a leader only once a quorum of voters
+    # is unsealed: unseal every initialised node before waiting for the active one.
+    for node in cluster.nodes:
+        c = cluster.client(node)
+        if c.sys.is_initialized() and unseal(c, material):
+            changed.append(f"unsealed {node.name}")
     cluster.active(timeout=60)
     for node in cluster.nodes:
         if node == first:
