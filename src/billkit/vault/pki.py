@@ -79,20 +79,7 @@ class RootCA:
             .not_valid_before(now - dt.timedelta(minutes=5))
             .not_valid_after(min(now + dt.timedelta(days=days), root.not_valid_after_utc))
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )  # fmt: skip
+            .add_extension(_ca_key_usage(digital_signature=True), critical=True)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(csr.public_key()), critical=False)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), critical=False)
             .sign(key, hashes.SHA256())
@@ -149,20 +136,7 @@ def ensure_root_ca(pki_dir: Path, name: str = ROOT_CA_NAME) -> RootCA:
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=ROOT_CA_DAYS))
         .add_extension(x509.BasicConstraints(ca=True, path_length=1), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )  # fmt: skip
+        .add_extension(_ca_key_usage(digital_signature=False), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
@@ -200,3 +174,18 @@ def issuer_cn(pem: str | bytes) -> str:
     cert = x509.load_pem_x509_certificate(pem.encode() if isinstance(pem, str) else pem)
     attrs = cert.issuer.get_attributes_for_oid(NameOID.COMMON_NAME)
     return str(attrs[0].value) if attrs else ""
+
+
+def _ca_key_usage(*, digital_signature: bool) -> x509.KeyUsage:
+    """Key usage of a CA certificate: signs certificates and CRLs; digital signatures only where asked."""
+    return x509.KeyUsage(
+        digital_signature=digital_signature,
+        key_cert_sign=True,
+        crl_sign=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        encipher_only=False,
+        decipher_only=False,
+    )
