@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 import shutil
 import subprocess
@@ -138,3 +139,31 @@ def test_one_lab_per_machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     assert state.lab_owner() == str(state.LAB_DIR)
     state.release_machine()
     assert state.lab_owner() is None
+
+
+def test_dead_lab_claim_is_taken_over(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A lab whose processes all died (its session ended) no longer blocks `up`: its changes are adopted."""
+    from billkit.lab import state
+
+    monkeypatch.setattr(state, "OWNER_FILE", tmp_path / "owner")
+    monkeypatch.setattr(state, "LAB_DIR", tmp_path / "mine")
+    monkeypatch.setattr(state, "STATE_FILE", tmp_path / "mine" / "state.json")
+    other = tmp_path / "other" / ".lab"
+    other.mkdir(parents=True)
+    live = subprocess.Popen(["sleep", "30"])
+    try:
+        body = {"bridges": ["bk-edge"], "nft_table": True, "sysctl": {"net.ipv4.ip_forward": "0"}}
+        (other / "state.json").write_text(json.dumps({**body, "nspawn": {"edge-1": live.pid}}))
+        state.OWNER_FILE.write_text(str(other))
+        mine = state.LabState()
+        with pytest.raises(RuntimeError, match="another checkout"):  # still running: refused
+            state.claim_machine(mine)
+    finally:
+        live.kill()
+        live.wait()
+    adopted = state.claim_machine(mine)  # every process is gone now
+    assert adopted == ["bridge bk-edge", f"nft table {state.NFT_TABLE}"]
+    assert mine.bridges == ["bk-edge"] and mine.nft_table and mine.sysctl == {"net.ipv4.ip_forward": "0"}
+    left = json.loads((other / "state.json").read_text())
+    assert left["bridges"] == [] and not left["nft_table"], "the dead lab's `down` must not undo them twice"
+    assert state.lab_owner() == str(state.LAB_DIR)

@@ -16,6 +16,7 @@ takes the ``LabState`` and the progress callback.
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import json
 import shutil
 import time
@@ -79,9 +80,11 @@ def _prerequisites(state: LabState, progress: Progress) -> None:
 
 def _claim(state: LabState, progress: Progress) -> None:
     try:
-        claim_machine()
+        adopted = claim_machine(state)
     except RuntimeError as exc:
         raise StepError(str(exc)) from None
+    if adopted:
+        console.print(f"    took over a dead lab's claim: {', '.join(adopted)} (undone by `billkit down`)")
 
 
 def _base(state: LabState, progress: Progress) -> None:
@@ -209,9 +212,16 @@ def run_steps(steps: list[Step], state: LabState) -> None:
 
 def up() -> LabState:
     LAB_DIR.mkdir(parents=True, exist_ok=True)
-    state = load_state()
-    run_steps(up_steps(), state)
-    return state
+    # One `up` at a time per lab: a second one waits instead of racing on the same hosts.
+    with (LAB_DIR / "up.lock").open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            console.print("another `billkit up` is running on this lab: waiting for it to finish")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        state = load_state()
+        run_steps(up_steps(), state)
+        return state
 
 
 def down(purge: bool = False) -> None:

@@ -71,21 +71,53 @@ def lab_owner() -> str | None:
         return None
 
 
-def claim_machine() -> None:
-    """Record this checkout as the machine's lab; refuse while another checkout's lab holds it."""
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def claim_machine(state: LabState | None = None) -> list[str]:
+    """Record this checkout as the machine's lab; refuse while another checkout's lab is running.
+
+    A claim whose lab has no live process left (its session died) is taken over: ``state`` adopts
+    the bridges, nft table and original sysctl values that lab recorded, so this checkout's
+    ``billkit down`` undoes them, and the other state file is emptied of them. Returns what was
+    adopted (empty when nothing was).
+    """
     owner = lab_owner()
+    adopted: list[str] = []
     if owner and owner != str(LAB_DIR):
-        other = Path(owner) / "state.json"
+        other_file = Path(owner) / "state.json"
         try:
-            busy = bool(json.loads(other.read_text(encoding="utf-8")).get("bridges"))
+            other: dict[str, Any] = json.loads(other_file.read_text(encoding="utf-8"))
         except (OSError, ValueError):
-            busy = False
-        if busy:
-            raise RuntimeError(
-                f"the lab of another checkout ({owner}) holds this machine's bridges and nft table: "
-                f"run `billkit down` in {Path(owner).parent} first (one lab per machine)"
-            )
+            other = {}
+        if other.get("bridges") or other.get("nft_table"):
+            pids = [*other.get("nspawn", {}).values(), *other.get("helpers", {}).values()]
+            if state is None or any(_pid_alive(int(p)) for p in pids):
+                raise RuntimeError(
+                    f"the lab of another checkout ({owner}) holds this machine's bridges and nft table: "
+                    f"run `billkit down` in {Path(owner).parent} first (one lab per machine)"
+                )
+            for bridge in other.get("bridges", []):
+                if bridge not in state.bridges:
+                    state.bridges.append(bridge)
+                    adopted.append(f"bridge {bridge}")
+            for name, value in other.get("sysctl", {}).items():
+                state.sysctl.setdefault(name, value)  # the other lab saw the machine's original value
+            if other.get("nft_table") and not state.nft_table:
+                state.nft_table = True
+                adopted.append(f"nft table {NFT_TABLE}")
+            state.save()
+            other.update(bridges=[], sysctl={}, nft_table=False, nspawn={}, helpers={})
+            other_file.write_text(json.dumps(other, indent=2, sort_keys=True), encoding="utf-8")
     OWNER_FILE.write_text(str(LAB_DIR) + "\n", encoding="utf-8")
+    return adopted
 
 
 def release_machine() -> None:
