@@ -3,10 +3,70 @@
 Served by uvicorn with TLS (``uvicorn billkit.s3app:app --interface wsgi --ssl-certfile …``):
 moto's own development server drops TLS connections without a close_notify, which pgBackRest
 (rightly) treats as an error.
+
+Persistence: moto keeps its store in memory. With ``MOTO_ENABLE_RECORDING`` and
+``MOTO_RECORDER_FILEPATH`` set, moto's recorder appends every request to that file; when the app
+starts it first replays the recorded writes into the fresh backend, in process, before serving,
+so a restart keeps every bucket, object version, lock configuration and retention. Replayed
+writes are applied again at start: object-lock retention then runs from the replay, never less
+than it was. Reads (GET, HEAD) are never replayed.
+
+This file imports only moto and the standard library: the backup host runs it as a standalone
+module from its own virtual environment (the billkit package is not installed there).
 """
 
 from __future__ import annotations
 
+import base64
+import json
+import os
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from moto.moto_api import recorder
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+from werkzeug.test import Client
+
+WRITES = ("PUT", "POST", "DELETE")
+
+
+def replay(application: DomainDispatcherApplication, path: Path) -> int:
+    """Apply the recorded write requests in `path` to `application`; returns how many."""
+    if not path.exists():
+        return 0
+    client = Client(application)
+    count = 0
+    recorder.stop_recording()  # the replay itself is not recorded again
+    try:
+        with path.open(encoding="utf-8") as fh:
+            for n, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    entry = json.loads(line)
+                except json.JSONDecodeError:
+                    # A torn last line (power cut mid-write): the request never got its answer either.
+                    print(f"s3app: skipping an unreadable recorded request at line {n} of {path}", flush=True)
+                    continue
+                if entry.get("method") not in WRITES:
+                    continue
+                body = entry.get("body") or b""
+                if entry.get("body_encoded"):
+                    body = base64.b64decode(body)
+                url = urlsplit(entry["url"])
+                headers = {k: v for k, v in entry.get("headers", {}).items() if k.lower() != "transfer-encoding"}
+                client.open(
+                    url.path, base_url=f"{url.scheme}://{url.netloc}", query_string=url.query, method=entry["method"],
+                    headers=headers, data=body,
+                )  # fmt: skip
+                count += 1
+    finally:
+        recorder.start_recording()
+    return count
+
 
 app = DomainDispatcherApplication(create_backend_app)
+
+if os.environ.get("MOTO_ENABLE_RECORDING") and os.environ.get("MOTO_RECORDER_FILEPATH"):
+    _replayed = replay(app, Path(os.environ["MOTO_RECORDER_FILEPATH"]))
+    print(f"s3app: replayed {_replayed} recorded writes from {os.environ['MOTO_RECORDER_FILEPATH']}", flush=True)

@@ -156,6 +156,7 @@ def up_steps() -> list[Step]:
         Step("inventory", _inventory),
         *(_playbook_step(pb) for pb in PLAYBOOKS),
         *_keys_steps(),
+        *_backup_steps(),
     ]
 
 
@@ -268,3 +269,22 @@ def status_rows() -> list[dict[str, str]]:
             "pid": str(state.nspawn.get(h.name, "")) if running else "",
         })  # fmt: skip
     return rows
+
+
+# --- backup: encrypted pgBackRest backups and Vault raft snapshots (billkit.lab.backups) ---------
+
+BACKUP = Playbook("backup.yml", "backup store, pgBackRest with WAL archiving, raft snapshots", ("backup",))
+
+
+def _backup_prepare(state: LabState, progress: Progress) -> None:
+    from billkit.lab import backups
+
+    for change in backups.prepare(progress):
+        console.print(f"    {change}")
+
+
+def _backup_steps() -> list[Step]:
+    return [
+        Step("backup: store bundle, certificate, agent token, snapshot key", _backup_prepare),
+        _playbook_step(BACKUP),
+    ]
