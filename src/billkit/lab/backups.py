@@ -144,6 +144,7 @@ def root_ca_pem() -> str:
 
 def _token_valid(token_file: Path) -> bool:
     import hvac
+    import hvac.exceptions
     import requests
 
     if not token_file.exists():
@@ -463,3 +464,42 @@ def s3_client() -> Any:
         "s3", endpoint_url=f"https://{store.address}:{HTTPS}", region_name=REGION, aws_access_key_id=creds["key"],
         aws_secret_access_key=creds["secret"], verify=str(folder() / "ca.pem"),
     )  # fmt: skip
+
+
+# --- the CLI ------------------------------------------------------------------------------------
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def cmd_backup(kind: str, snapshot: bool) -> int:
+    console = _console()
+    try:
+        with console.status("backup") as status:
+            result = take_backup(kind, lambda m: status.update(m), snapshot=snapshot)
+    except BackupError as exc:
+        console.print(f"[red]backup failed:[/red] {exc}", highlight=False)
+        return 1
+    console.print(f"backup {result.label} ({result.kind}) in {result.duration_s}s: "
+                  f"{result.size / 1e6:.1f} MB of data, {result.repo_size / 1e6:.1f} MB stored encrypted")  # fmt: skip
+    if result.snapshot:
+        console.print(f"Vault raft snapshot: {result.snapshot} (age-encrypted)")
+    print(result.label)
+    return 0
+
+
+def cmd_restore_test() -> int:
+    console = _console()
+    try:
+        with console.status("restore test") as status:
+            ev = restore_test(lambda m: status.update(m))
+    except BackupError as exc:
+        console.print(f"[red]restore test failed:[/red] {exc} (evidence in {evidence_dir()})", highlight=False)
+        return 1
+    colour = "green" if ev.result == "pass" else "red"
+    console.print(f"[{colour}]{ev.result}[/{colour}]: {ev.detail}; backup {ev.backup_label}, restore point "
+                  f"{ev.restore_point}, {ev.duration_s}s; evidence in {evidence_dir()}", highlight=False)  # fmt: skip
+    return 0 if ev.result == "pass" else 1
