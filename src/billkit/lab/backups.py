@@ -39,7 +39,7 @@ import yaml
 from billkit.backup import CHECKSUM_SQL, STANZA, BackupError, RestoreEvidence
 from billkit.controls import ROOT
 from billkit.lab.state import LAB_DIR
-from infra.topology import HTTPS, VAULT_API, hosts_of, lab_host
+from infra.topology import HTTPS, POSTGRES, VAULT_API, hosts_of, lab_host
 
 Progress = Callable[[str], None]
 
@@ -50,7 +50,6 @@ REGION = "us-east-1"
 RETENTION_DAYS = 35
 AGENT_TOKEN_PERIOD = "768h"  # noqa: S105 - a duration, not a secret; renewed by every `up` and by every snapshot run
 DATABASE = "billing"
-RESTORE_PORT = 54329  # loopback only, on backup-1, during a restore test
 RESTORE_ROOT = "/var/lib/billkit-restore"
 SNAPSHOT_PREFIX = "vault-snapshots/"
 
@@ -239,6 +238,7 @@ def prepare(progress: Progress = _quiet) -> list[str]:
         "backup_store_host": store.name,
         "backup_store_address": store.address,
         "backup_store_port": HTTPS,
+        "backup_pg_port": POSTGRES,
         "backup_store_bundle_src": str(bundle),
         "backup_store_tls_src_dir": str(folder() / "tls"),
         "backup_ca_src": str(folder() / "ca.pem"),
@@ -351,10 +351,10 @@ def _scratch_dir(name: str) -> str:
 
 
 def _start_scratch(data: str) -> None:
-    """A throw-away PostgreSQL on the restored directory: loopback only, no archiving, no TLS."""
+    """A throw-away PostgreSQL on the restored directory: no TCP at all (its own socket folder), no archiving."""
     h = store_host()
     conf = (
-        f"listen_addresses = '127.0.0.1'\nport = {RESTORE_PORT}\nunix_socket_directories = '{data}'\n"
+        f"listen_addresses = ''\nunix_socket_directories = '{data}'\n"
         "archive_mode = off\nssl = off\nmax_connections = 20\nshared_buffers = 64MB\n"
         f"hba_file = '{data}/pg_hba.conf'\nident_file = '{data}/pg_ident.conf'\nlog_destination = 'stderr'\n"
         "logging_collector = off\n"
@@ -369,7 +369,7 @@ def _start_scratch(data: str) -> None:
     ssh(h, ["sh", "-c", script], timeout=900)
     deadline = time.monotonic() + 600
     while True:  # pg_ctl returns once connections are accepted; promotion may still be running
-        rows = psql(h, "SELECT pg_is_in_recovery()", dbname="postgres", port=RESTORE_PORT, socket_dir=data)
+        rows = psql(h, "SELECT pg_is_in_recovery()", dbname="postgres", socket_dir=data)
         if rows and rows[0][0] == "f":
             return
         if time.monotonic() > deadline:
@@ -433,7 +433,7 @@ def restore_test(progress: Progress = _quiet) -> RestoreEvidence:
         progress(f"restoring {latest['label']} up to {name} on {store_host()}")
         data = restore_on_scratch(name, "--type=name", f"--target={name}", "--target-action=promote")
         progress("comparing every table")
-        got = fingerprints(store_host(), port=RESTORE_PORT, socket_dir=data)
+        got = fingerprints(store_host(), socket_dir=data)
         evidence.tables = {t: {"primary": expected.get(t), "restored": got.get(t)} for t in sorted(expected | got)}
         if got == expected:
             evidence.result = "pass"
