@@ -162,17 +162,18 @@ class PgBackRest:
 
 # --- restore test -------------------------------------------------------------------------------
 
-# Per table: the row count and the sum of a 60-bit hash of every row. Order-independent and
+# Per table of every user schema (public tables unqualified): the row count and the sum of a 60-bit hash of every row. Order-independent and
 # streaming (constant memory, unlike hashing one aggregated string, which fails past 1 GB).
 CHECKSUM_SQL = """
-SELECT c.relname,
+SELECT CASE WHEN n.nspname = 'public' THEN c.relname ELSE n.nspname || '.' || c.relname END,
        (xpath('/row/n/text()', x))[1]::text::bigint,
        (xpath('/row/h/text()', x))[1]::text
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace,
      LATERAL query_to_xml(format(
        'select count(*) as n, coalesce(sum((''x'' || substr(md5(t::text), 1, 15))::bit(60)::bigint), 0) as h '
        'from %I.%I t', n.nspname, c.relname), false, true, '') AS x
-WHERE c.relkind = 'r' AND n.nspname = 'public'
+WHERE c.relkind IN ('r', 'p', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname NOT LIKE 'pg\\_%'
 ORDER BY 1
 """
 

@@ -263,13 +263,14 @@ def prepare(progress: Progress = _quiet) -> list[str]:
 # --- running things on the hosts --------------------------------------------------------------
 
 
-def ssh(host: str, command: list[str], timeout: float = 900, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run a command as root on a lab host (the admin account with sudo)."""
+def ssh(host: str, command: list[str], timeout: float = 900, check: bool = True,
+        user: str = "root") -> subprocess.CompletedProcess[str]:  # fmt: skip
+    """Run a command as `user` (root by default) on a lab host, through the admin account's sudo."""
     from billkit.lab.hosts import ssh_command
 
     proc = subprocess.CompletedProcess[str]([], 255, "", "")
     for _ in range(3):  # 255: SSH itself failed on a busy machine; retry
-        proc = subprocess.run(ssh_command(lab_host(host), shlex.join(["sudo", "-n", *command])), capture_output=True,
+        proc = subprocess.run(ssh_command(lab_host(host), shlex.join(["sudo", "-n", "-u", user, "env", "-C", "/", *command])), capture_output=True,
                               text=True, timeout=timeout, check=False)  # fmt: skip
         if proc.returncode != 255:
             break
@@ -281,23 +282,44 @@ def ssh(host: str, command: list[str], timeout: float = 900, check: bool = True)
 
 
 def pgbackrest(host: str, *args: str, timeout: float = 3600) -> str:
-    return ssh(host, ["-u", "postgres", "pgbackrest", f"--stanza={STANZA}", *args], timeout=timeout).stdout
+    return ssh(host, ["pgbackrest", f"--stanza={STANZA}", *args], timeout=timeout, user="postgres").stdout
 
 
 def psql(host: str, sql: str, dbname: str = DATABASE, port: int | None = None, socket_dir: str = "") -> list[list[str]]:
     """Rows of one statement run by psql as postgres on a host (tab-separated, unaligned)."""
-    cmd = ["-u", "postgres", "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-At", "-F", "\t", "-d", dbname]
+    cmd = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-At", "-F", "\t", "-d", dbname]
     if port:
         cmd += ["-p", str(port)]
     if socket_dir:
         cmd += ["-h", socket_dir]
-    out = ssh(host, [*cmd, "-c", sql], timeout=1800).stdout
+    out = ssh(host, [*cmd, "-c", sql], timeout=1800, user="postgres").stdout
     return [line.split("\t") for line in out.splitlines() if line]
 
 
 def fingerprints(host: str, **where: Any) -> dict[str, tuple[int, str]]:
-    rows = psql(host, " ".join(CHECKSUM_SQL.split()), **where)
+    rows = psql(host, CHECKSUM_SQL, **where)
     return {r[0]: (int(r[1]), r[2]) for r in rows}
+
+
+PROBE_DB = "billkit_restore_probe"
+
+
+def databases() -> list[str]:
+    """The primary's databases worth comparing (every connectable one but templates)."""
+    return [r[0] for r in psql(db_host(), "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate "
+                                          "ORDER BY 1", dbname="postgres")]  # fmt: skip
+
+
+def all_fingerprints(host: str, dbs: list[str], **where: Any) -> dict[str, tuple[int, str]]:
+    return {f"{db}:{t}": v for db in dbs for t, v in fingerprints(host, dbname=db, **where).items()}
+
+
+def write_probe(name: str) -> None:
+    """A row the restore must bring back: written just before the restore point, in its own database."""
+    if not psql(db_host(), f"SELECT 1 FROM pg_database WHERE datname = '{PROBE_DB}'", dbname="postgres"):
+        psql(db_host(), f"CREATE DATABASE {PROBE_DB}", dbname="postgres")
+    psql(db_host(), "CREATE TABLE IF NOT EXISTS restore_probe (name text PRIMARY KEY, at timestamptz NOT NULL); "
+                    f"INSERT INTO restore_probe VALUES ('{name}', clock_timestamp())", dbname=PROBE_DB)  # fmt: skip
 
 
 def backup_info() -> dict[str, Any]:
@@ -350,14 +372,24 @@ def _scratch_dir(name: str) -> str:
     return f"{RESTORE_ROOT}/{name}"
 
 
-def _start_scratch(data: str) -> None:
+# Recovery refuses to run with lower values than the primary's: the scratch copies them.
+PRIMARY_SETTINGS = ("max_connections", "max_worker_processes", "max_wal_senders", "max_prepared_transactions",
+                    "max_locks_per_transaction")  # fmt: skip
+
+
+def primary_settings() -> dict[str, str]:
+    names = ", ".join(f"'{n}'" for n in PRIMARY_SETTINGS)
+    return dict((r[0], r[1]) for r in psql(db_host(), f"SELECT name, setting FROM pg_settings WHERE name IN ({names})"))
+
+
+def _start_scratch(data: str, settings: dict[str, str]) -> None:
     """A throw-away PostgreSQL on the restored directory: no TCP at all (its own socket folder), no archiving."""
     h = store_host()
     conf = (
         f"listen_addresses = ''\nunix_socket_directories = '{data}'\n"
-        "archive_mode = off\nssl = off\nmax_connections = 20\nshared_buffers = 64MB\n"
+        "archive_mode = off\nssl = off\nshared_buffers = 64MB\n"
         f"hba_file = '{data}/pg_hba.conf'\nident_file = '{data}/pg_ident.conf'\nlog_destination = 'stderr'\n"
-        "logging_collector = off\n"
+        "logging_collector = off\n" + "".join(f"{k} = {int(v)}\n" for k, v in settings.items())
     )
     script = (
         f"set -e; cd {shlex.quote(data)}; printf %s {shlex.quote(conf)} > postgresql.conf; "
@@ -383,21 +415,21 @@ def _stop_scratch(data: str) -> None:
         check=False)  # fmt: skip
 
 
-def restore_on_scratch(name: str, *target: str) -> str:
+def restore_on_scratch(data: str, *target: str) -> None:
     """Restore the repository into a fresh scratch directory on the store host and start it there."""
-    data = _scratch_dir(name)
-    ssh(store_host(), ["sh", "-c", f"rm -rf {data} && install -d -o postgres -g postgres -m 0700 {data}"])
+    settings = primary_settings()
+    ssh(store_host(), ["sh", "-c", f"rm -rf {data} {data}.log && install -d -o postgres -g postgres -m 0700 {data}"])
     pgbackrest(store_host(), "restore", f"--pg1-path={data}", "--archive-mode=off", *target)
-    _start_scratch(data)
-    return data
+    _start_scratch(data, settings)
 
 
 def consistent_restore_point(name: str, attempts: int = 10) -> tuple[str, dict[str, tuple[int, str]]]:
     """Fingerprint the primary around a named restore point; retry if a write slipped in between."""
+    dbs = databases()
     for _ in range(attempts):
-        before = fingerprints(db_host())
+        before = all_fingerprints(db_host(), dbs)
         lsn = psql(db_host(), f"SELECT pg_create_restore_point('{name}')::text")[0][0]
-        after = fingerprints(db_host())
+        after = all_fingerprints(db_host(), dbs)
         if before == after:
             psql(db_host(), "SELECT pg_switch_wal()")
             return lsn, before
@@ -424,16 +456,19 @@ def restore_test(progress: Progress = _quiet) -> RestoreEvidence:
     latest = backup_info()["backup"][-1]
     name = f"billkit-restore-test-{int(time.time())}"
     started = time.monotonic()
-    progress("fingerprinting the primary around a restore point")
-    lsn, expected = consistent_restore_point(name)
-    wait_archived()
-    evidence = RestoreEvidence(when, latest["label"], str(latest["timestamp"]["stop"]), f"{name} @ {lsn}", 0.0)
-    data = ""
+    stop = dt.datetime.fromtimestamp(int(latest["timestamp"]["stop"]), dt.UTC).isoformat(timespec="seconds")
+    evidence = RestoreEvidence(when, latest["label"], stop, name, 0.0)
+    data = _scratch_dir("restore-test")
     try:
+        progress("fingerprinting the primary around a restore point")
+        write_probe(name)
+        lsn, expected = consistent_restore_point(name)
+        evidence.restore_point = f"{name} @ {lsn}"
+        wait_archived()
         progress(f"restoring {latest['label']} up to {name} on {store_host()}")
-        data = restore_on_scratch(name, "--type=name", f"--target={name}", "--target-action=promote")
+        restore_on_scratch(data, "--type=name", f"--target={name}", "--target-action=promote")
         progress("comparing every table")
-        got = fingerprints(store_host(), socket_dir=data)
+        got = all_fingerprints(store_host(), sorted({k.split(":", 1)[0] for k in expected}), socket_dir=data)
         evidence.tables = {t: {"primary": expected.get(t), "restored": got.get(t)} for t in sorted(expected | got)}
         if got == expected:
             evidence.result = "pass"
@@ -445,11 +480,55 @@ def restore_test(progress: Progress = _quiet) -> RestoreEvidence:
         evidence.detail = f"{type(exc).__name__}: {exc}"
         raise
     finally:
-        if data:
-            _stop_scratch(data)
+        _stop_scratch(data)
         evidence.duration_s = round(time.monotonic() - started, 2)
         evidence.save(evidence_dir())
     return evidence
+
+
+@dataclass
+class DrillResult:
+    table: str
+    rows_before: int
+    rows_restored: int
+    target_time: str
+    restore_s: float
+    total_s: float
+
+    def save(self, folder: Path) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"pitr-drill-{self.target_time.replace(' ', 'T').replace(':', '')}.json"
+        path.write_text(json.dumps(self.__dict__, indent=2), encoding="utf-8")
+        return path
+
+
+def pitr_drill(rows: int = 1000, progress: Progress = _quiet) -> DrillResult:
+    """Drill: create a table, note the time, drop the table, restore to that time on backup-1: rows back."""
+    started = time.monotonic()
+    table = f"drill_{int(time.time())}"
+    name = f"drill-{table}"
+    write_probe(name)  # the probe database exists from here on
+    progress(f"creating {table} with {rows} rows on the primary")
+    psql(db_host(), f"CREATE TABLE {table} AS SELECT g AS id, md5(g::text) AS payload FROM generate_series(1, {rows}) g",
+         dbname=PROBE_DB)  # fmt: skip
+    target = psql(db_host(), "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'",
+                  dbname=PROBE_DB)[0][0]  # fmt: skip
+    time.sleep(1.0)
+    progress(f"dropping {table}")
+    psql(db_host(), f"DROP TABLE {table}", dbname=PROBE_DB)
+    wait_archived()
+    data = _scratch_dir("pitr-drill")
+    try:
+        progress(f"restoring to {target} on {store_host()}")
+        t0 = time.monotonic()
+        restore_on_scratch(data, "--type=time", f"--target={target}", "--target-action=promote")
+        restore_s = round(time.monotonic() - t0, 2)
+        got = psql(store_host(), f"SELECT count(*) FROM {table}", dbname=PROBE_DB, socket_dir=data)[0][0]
+    finally:
+        _stop_scratch(data)
+    result = DrillResult(table, rows, int(got), target, restore_s, round(time.monotonic() - started, 2))
+    result.save(evidence_dir())
+    return result
 
 
 # --- reading the store from the controller (operator -> backup over HTTPS) ---------------------
@@ -484,7 +563,7 @@ def cmd_backup(kind: str, snapshot: bool) -> int:
         console.print(f"[red]backup failed:[/red] {exc}", highlight=False)
         return 1
     console.print(f"backup {result.label} ({result.kind}) in {result.duration_s}s: "
-                  f"{result.size / 1e6:.1f} MB of data, {result.repo_size / 1e6:.1f} MB stored encrypted")  # fmt: skip
+                  f"{result.size / 1e6:.1f} MB of data, {result.repo_size / 1e3:.0f} kB new in the store, encrypted")  # fmt: skip
     if result.snapshot:
         console.print(f"Vault raft snapshot: {result.snapshot} (age-encrypted)")
     print(result.label)
