@@ -162,7 +162,8 @@ class PgBackRest:
 
 # --- restore test -------------------------------------------------------------------------------
 
-# Per table of every user schema (public tables unqualified): the row count and the sum of a 60-bit hash of every row. Order-independent and
+# Per table of every user schema (public tables unqualified): the row count and the sum of a
+# 60-bit hash of every row. Order-independent and
 # streaming (constant memory, unlike hashing one aggregated string, which fails past 1 GB).
 CHECKSUM_SQL = """
 SELECT CASE WHEN n.nspname = 'public' THEN c.relname ELSE n.nspname || '.' || c.relname END,
