@@ -11,6 +11,10 @@ so a restart keeps every bucket, object version, lock configuration and retentio
 writes are applied again at start: object-lock retention then runs from the replay, never less
 than it was. Reads (GET, HEAD) are never replayed.
 
+Object lock: moto refuses to delete a locked version but lets anyone shorten a COMPLIANCE
+retention or turn it into GOVERNANCE (and then delete it). Real S3 refuses both; so does this
+store (``put_object_retention`` below), so the lab's bucket is as immutable as the real one.
+
 This file imports only moto and the standard library: the backup host runs it as a standalone
 module from its own virtual environment (the billkit package is not installed there).
 """
@@ -18,16 +22,43 @@ module from its own virtual environment (the billkit package is not installed th
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 import os
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from moto.moto_api import recorder
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+from moto.s3.exceptions import AccessDeniedByLock
+from moto.s3.models import S3Backend
 from werkzeug.test import Client
 
 WRITES = ("PUT", "POST", "DELETE")
+
+
+def _instant(value: str) -> dt.datetime:
+    parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+_moto_put_object_retention = S3Backend.put_object_retention
+
+
+def put_object_retention(self: S3Backend, bucket_name: str, key_name: str, version_id: str | None,
+                         retention: tuple[str | None, str | None]) -> None:  # fmt: skip
+    """As S3: a COMPLIANCE version's retention can be extended, never shortened nor changed to another mode."""
+    key: Any = self.get_object(bucket_name, key_name, version_id=version_id)
+    if key is not None and key.lock_mode == "COMPLIANCE" and key.lock_until:
+        current = _instant(key.lock_until)
+        mode, until = retention
+        if current > dt.datetime.now(dt.UTC) and (mode != "COMPLIANCE" or not until or _instant(until) < current):
+            raise AccessDeniedByLock
+    _moto_put_object_retention(self, bucket_name, key_name, version_id, retention)
+
+
+S3Backend.put_object_retention = put_object_retention  # type: ignore[method-assign]
 
 
 def replay(application: DomainDispatcherApplication, path: Path) -> int:
