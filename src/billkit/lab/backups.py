@@ -323,7 +323,8 @@ def write_probe(name: str) -> None:
     if not psql(db_host(), f"SELECT 1 FROM pg_database WHERE datname = '{PROBE_DB}'", dbname="postgres"):
         psql(db_host(), f"CREATE DATABASE {PROBE_DB}", dbname="postgres")
     psql(db_host(), "CREATE TABLE IF NOT EXISTS restore_probe (name text PRIMARY KEY, at timestamptz NOT NULL); "
-                    f"INSERT INTO restore_probe VALUES ('{name}', clock_timestamp())", dbname=PROBE_DB)  # fmt: skip
+                    f"INSERT INTO restore_probe VALUES ('{name}', clock_timestamp()) "
+                    "ON CONFLICT (name) DO UPDATE SET at = excluded.at", dbname=PROBE_DB)  # fmt: skip
 
 
 def backup_info() -> dict[str, Any]:
