@@ -206,7 +206,7 @@ class RestoreEvidence:
         return path
 
 
-def consistent_restore_point(primary_dsn: str, name: str, attempts: int = 10) -> tuple[str, dict]:
+def consistent_restore_point(primary_dsn: str, name: str, attempts: int = 10) -> tuple[str, str, dict]:
     """Fingerprint the primary and create a named restore point with no write in between.
 
     Fingerprints before and after the restore point must agree; otherwise a write slipped in
@@ -214,15 +214,16 @@ def consistent_restore_point(primary_dsn: str, name: str, attempts: int = 10) ->
     """
     import psycopg
 
-    for _ in range(attempts):
+    for attempt in range(1, attempts + 1):
+        point = name if attempt == 1 else f"{name}-{attempt}"  # recovery stops at a name's first point
         before = table_fingerprints(primary_dsn)
         with psycopg.connect(primary_dsn, autocommit=True) as conn:
-            lsn = conn.execute("SELECT pg_create_restore_point(%s)::text", (name,)).fetchone()
+            lsn = conn.execute("SELECT pg_create_restore_point(%s)::text", (point,)).fetchone()
         after = table_fingerprints(primary_dsn)
         if before == after:
             with psycopg.connect(primary_dsn, autocommit=True) as conn:
                 conn.execute("SELECT pg_switch_wal()")
-            return str(lsn[0] if lsn else ""), before
+            return point, str(lsn[0] if lsn else ""), before
         time.sleep(0.5)
     raise BackupError("the primary never stayed still long enough to fingerprint it; retry when quieter")
 
@@ -237,8 +238,8 @@ def restore_test(
     latest = brest.info()["backup"][-1]
     name = f"billkit-restore-test-{int(time.time())}"
     started = time.monotonic()
-    lsn, expected = consistent_restore_point(primary_dsn, name)
-    evidence = RestoreEvidence(when, latest["label"], str(latest["timestamp"]["stop"]), f"{name} @ {lsn}", 0.0)
+    point, lsn, expected = consistent_restore_point(primary_dsn, name)
+    evidence = RestoreEvidence(when, latest["label"], str(latest["timestamp"]["stop"]), f"{point} @ {lsn}", 0.0)
     if scratch_dir.exists():
         shutil.rmtree(scratch_dir)
     scratch_dir.mkdir(parents=True, mode=0o700)
@@ -248,7 +249,8 @@ def restore_test(
     os.chown(scratch_dir, pw.pw_uid, pw.pw_gid)
     handle = None
     try:
-        brest.restore(str(scratch_dir), "--type=name", f"--target={name}", "--target-action=promote")
+        brest.restore(str(scratch_dir), f"--set={latest['label']}", "--type=name", f"--target={point}",
+                      "--target-action=promote")  # fmt: skip
         handle = start_scratch(scratch_dir)
         got = table_fingerprints(scratch_dsn(handle))
         evidence.tables = {t: {"primary": expected.get(t), "restored": got.get(t)} for t in sorted(expected | got)}

@@ -285,8 +285,27 @@ def ssh(host: str, command: list[str], timeout: float = 900, check: bool = True,
     return proc
 
 
+# PostgreSQL restarting (a maintenance restart, a drill): its clients retry for a while.
+NOT_READY = ("the database system is", "Connection refused", "No such file or directory", "unable to find primary")
+READY_WAIT_S = 90.0
+
+
+def _retrying(host: str, command: list[str], timeout: float, user: str) -> subprocess.CompletedProcess[str]:
+    deadline = time.monotonic() + READY_WAIT_S
+    while True:
+        proc = ssh(host, command, timeout=timeout, user=user, check=False)
+        if proc.returncode == 0 or not any(m in proc.stderr for m in NOT_READY) or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    if proc.returncode != 0:
+        raise BackupError(
+            f"{host}: `{shlex.join(command)[:200]}` failed ({proc.returncode}): {(proc.stderr or proc.stdout)[-1500:]}"
+        )
+    return proc
+
+
 def pgbackrest(host: str, *args: str, timeout: float = 3600) -> str:
-    return ssh(host, ["pgbackrest", f"--stanza={STANZA}", *args], timeout=timeout, user="postgres").stdout
+    return _retrying(host, ["pgbackrest", f"--stanza={STANZA}", *args], timeout, "postgres").stdout
 
 
 def psql(host: str, sql: str, dbname: str = DATABASE, port: int | None = None, socket_dir: str = "") -> list[list[str]]:
@@ -296,7 +315,7 @@ def psql(host: str, sql: str, dbname: str = DATABASE, port: int | None = None, s
         cmd += ["-p", str(port)]
     if socket_dir:
         cmd += ["-h", socket_dir]
-    out = ssh(host, [*cmd, "-c", sql], timeout=1800, user="postgres").stdout
+    out = _retrying(host, [*cmd, "-c", sql], 1800, "postgres").stdout
     return [line.split("\t") for line in out.splitlines() if line]
 
 
@@ -429,16 +448,20 @@ def restore_on_scratch(data: str, *target: str) -> None:
     _start_scratch(data, settings)
 
 
-def consistent_restore_point(name: str, attempts: int = 10) -> tuple[str, dict[str, tuple[int, str]]]:
-    """Fingerprint the primary around a named restore point; retry if a write slipped in between."""
+def consistent_restore_point(name: str, attempts: int = 10) -> tuple[str, str, dict[str, tuple[int, str]]]:
+    """Fingerprint the primary around a named restore point; retry if a write slipped in between.
+
+    Each attempt gets its own name (recovery stops at the first point of a name): returns the
+    name used, its LSN and the fingerprints.
+    """
     dbs = databases()
-    for _ in range(attempts):
+    for attempt in range(1, attempts + 1):
+        point = f"{name}-{attempt}"
         before = all_fingerprints(db_host(), dbs)
-        lsn = psql(db_host(), f"SELECT pg_create_restore_point('{name}')::text")[0][0]
+        lsn = psql(db_host(), f"SELECT pg_create_restore_point('{point}')::text")[0][0]
         after = all_fingerprints(db_host(), dbs)
         if before == after:
-            psql(db_host(), "SELECT pg_switch_wal()")
-            return lsn, before
+            return point, lsn, before
         time.sleep(0.5)
     raise BackupError("the primary never stayed still long enough to fingerprint it; retry when quieter")
 
@@ -468,11 +491,12 @@ def restore_test(progress: Progress = _quiet) -> RestoreEvidence:
     try:
         progress("fingerprinting the primary around a restore point")
         write_probe(name)
-        lsn, expected = consistent_restore_point(name)
-        evidence.restore_point = f"{name} @ {lsn}"
+        point, lsn, expected = consistent_restore_point(name)
+        evidence.restore_point = f"{point} @ {lsn}"
         wait_archived()
-        progress(f"restoring {latest['label']} up to {name} on {store_host()}")
-        restore_on_scratch(data, "--type=name", f"--target={name}", "--target-action=promote")
+        progress(f"restoring {latest['label']} up to {point} on {store_host()}")
+        restore_on_scratch(data, f"--set={latest['label']}", "--type=name", f"--target={point}",
+                           "--target-action=promote")  # fmt: skip
         progress("comparing every table")
         got = all_fingerprints(store_host(), sorted({k.split(":", 1)[0] for k in expected}), socket_dir=data)
         evidence.tables = {t: {"primary": expected.get(t), "restored": got.get(t)} for t in sorted(expected | got)}
