@@ -9,17 +9,17 @@ Persistence: moto keeps its store in memory. With ``MOTO_ENABLE_RECORDING`` and
 starts it first replays the recorded writes into the fresh backend, in process, before serving,
 so a restart keeps every bucket, object version, lock configuration and retention. Replayed
 writes are applied again at start: object-lock retention then runs from the replay, never less
-than it was. Reads (GET, HEAD) are never replayed. Replayed versions get new version IDs, so a
-recorded request that names an old version ID (deleting an expired version, extending one
-version's retention) finds nothing on replay and is skipped: the version stays, under the
-bucket's default retention counted from the replay.
+than it was. Reads (GET, HEAD) are never replayed, and dropped from the file at start.
+Replayed versions get new version IDs, so a recorded request that names an old version ID
+(deleting an expired version, extending one version's retention) finds nothing on replay and
+is skipped: the version stays, under the bucket's default retention counted from the replay.
 
 Object lock: moto refuses to delete a locked version but lets anyone shorten a COMPLIANCE
 retention or turn it into GOVERNANCE (and then delete it). Real S3 refuses both; so does this
 store (``put_object_retention`` below), so the lab's bucket is as immutable as the real one.
 
-This file imports only moto and the standard library: the backup host runs it as a standalone
-module from its own virtual environment (the billkit package is not installed there).
+This file imports only moto, werkzeug and the standard library: the backup host runs it as a
+standalone module from the bundle shipped by the backup role (the billkit package is not there).
 """
 
 from __future__ import annotations
@@ -70,6 +70,7 @@ def replay(application: DomainDispatcherApplication, path: Path) -> int:
         return 0
     client = Client(application)
     count = 0
+    kept: list[str] = []  # the writes: the file is compacted to them (reads are never needed again)
     recorder.stop_recording()  # the replay itself is not recorded again
     try:
         with path.open(encoding="utf-8") as fh:
@@ -84,6 +85,7 @@ def replay(application: DomainDispatcherApplication, path: Path) -> int:
                     continue
                 if entry.get("method") not in WRITES:
                     continue
+                kept.append(line if line.endswith("\n") else line + "\n")
                 body = entry.get("body") or b""
                 if entry.get("body_encoded"):
                     body = base64.b64decode(body)
@@ -101,6 +103,9 @@ def replay(application: DomainDispatcherApplication, path: Path) -> int:
                 count += 1
     finally:
         recorder.start_recording()
+    compacted = path.with_name(path.name + ".compact")
+    compacted.write_text("".join(kept), encoding="utf-8")
+    os.replace(compacted, path)
     return count
 
 
