@@ -28,17 +28,32 @@ import base64
 import datetime as dt
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from moto.moto_api import recorder
+from moto.moto_api._internal.recorder.models import Recorder
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 from moto.s3.exceptions import AccessDeniedByLock
 from moto.s3.models import S3Backend
 from werkzeug.test import Client
 
 WRITES = ("PUT", "POST", "DELETE")
+
+# moto's recorder appends each request with buffered writes: requests served at the same time
+# (uvicorn runs WSGI apps in a thread pool) would interleave their lines past the buffer size.
+_record_lock = threading.Lock()
+_moto_record_request = Recorder._record_request
+
+
+def _record_request(self: Recorder, request: Any, body: bytes | None = None) -> None:
+    with _record_lock:
+        _moto_record_request(self, request, body)
+
+
+Recorder._record_request = _record_request  # type: ignore[method-assign]
 
 
 def _instant(value: str) -> dt.datetime:
