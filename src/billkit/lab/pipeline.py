@@ -156,6 +156,7 @@ def up_steps() -> list[Step]:
         Step("inventory", _inventory),
         *(_playbook_step(pb) for pb in PLAYBOOKS),
         *_keys_steps(),
+        *_data_steps(),
     ]
 
 
@@ -268,3 +269,30 @@ def status_rows() -> list[dict[str, str]]:
             "pid": str(state.nspawn.get(h.name, "")) if running else "",
         })  # fmt: skip
     return rows
+
+
+# --- data: PostgreSQL on db-1 (billkit.lab.data) --------------------------------------------
+
+POSTGRESQL = Playbook("postgresql.yml", "PostgreSQL 15 on db-1 (TLS, pgaudit, encrypted volume)", ("postgresql",))
+
+
+def _data_prepare(state: LabState, progress: Progress) -> None:
+    from billkit.lab import data
+
+    for change in data.prepare(progress):
+        console.print(f"    {change}")
+
+
+def _data_engine(state: LabState, progress: Progress) -> None:
+    from billkit.lab import data
+
+    for change in data.configure_engine(progress):
+        console.print(f"    {change}")
+
+
+def _data_steps() -> list[Step]:
+    return [
+        Step("data: db-1 certificate, volume key and Vault login, role variables", _data_prepare),
+        _playbook_step(POSTGRESQL),
+        Step("data: Vault database secrets engine on db-1", _data_engine),
+    ]
