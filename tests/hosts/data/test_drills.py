@@ -3,18 +3,21 @@ unlocks from Vault the way it does at boot. Each drill stops PostgreSQL for a fe
 
 from __future__ import annotations
 
+import json
+import shlex
 import subprocess
+import sys
 import threading
 import time
-from dataclasses import dataclass, field
 
 import psycopg
 import pytest
 from psycopg import sql
 
 from billkit.lab.hosts import ssh_command
-from billkit.lab.testing import host_urls
+from billkit.lab.testing import host_urls, python_command
 from billkit.vault import configure
+from infra.topology import lab_host
 from tests.hosts.data.conftest import Creds, DataEnv
 
 pytestmark = pytest.mark.lab
@@ -27,40 +30,68 @@ def on_db(db: DataEnv, command: str, timeout: float = 120) -> subprocess.Complet
     return subprocess.run(ssh_command(db.host, command), capture_output=True, text=True, timeout=timeout, check=False)
 
 
-@dataclass
-class WriteLoop:
-    """Inserts ids 1, 2, 3… one transaction each; records which commits the server acknowledged."""
+# The write loop: inserts ids 1, 2, 3… one transaction each for `seconds` (longer while the server is
+# still coming back), and reports which commits the server acknowledged, which were in flight when the
+# connection broke, and how many attempts failed.
+WRITE_LOOP = """
+import json, os, sys, tempfile, time
+import psycopg
+from psycopg import sql
+cfg = json.loads(sys.stdin.read())
+with tempfile.NamedTemporaryFile("w", suffix=".pem", delete=False) as f:
+    f.write(cfg["ca"])
+insert = sql.SQL("INSERT INTO public.{} (id) VALUES (%s)").format(sql.Identifier(cfg["table"]))
+committed, unknown, errors, at_fault = [], [], 0, None
+conn, n = None, 0
+start = time.monotonic()
 
-    db: DataEnv
-    creds: Creds
-    table: str
-    committed: list[int] = field(default_factory=list)
-    unknown: list[int] = field(default_factory=list)  # the connection broke during the commit
-    errors: list[str] = field(default_factory=list)
-    stop: threading.Event = field(default_factory=threading.Event)
 
-    def run(self) -> None:
-        conn: psycopg.Connection | None = None
-        n = 0
-        insert = sql.SQL("INSERT INTO public.{} (id) VALUES (%s)").format(sql.Identifier(self.table))
-        while not self.stop.is_set():
+def more():
+    # At least `seconds`; then on until 200 commits went through after the fault (60 s at most).
+    t = time.monotonic() - start
+    resumed = at_fault is None or len(committed) >= at_fault + 200
+    return t < cfg["seconds"] or (not resumed and t < 60)
+
+
+try:
+    while more():
+        try:
+            if conn is None:
+                conn = psycopg.connect(cfg["dsn"] + " sslrootcert=" + f.name, autocommit=True, connect_timeout=3)
+                conn.execute("SET ROLE billing_owner")
+            n += 1
             try:
-                if conn is None or conn.closed:
-                    conn = psycopg.connect(self.db.dsn(self.creds, connect_timeout="3"), autocommit=True)
-                    conn.execute("SET ROLE billing_owner")
-                n += 1
-                try:
-                    conn.execute(insert, (n,))
-                except psycopg.OperationalError:
-                    self.unknown.append(n)
-                    raise
-                self.committed.append(n)
-            except psycopg.Error as exc:
-                self.errors.append(type(exc).__name__)
-                conn = None
-                time.sleep(0.2)
-        if conn is not None:
-            conn.close()
+                conn.execute(insert, (n,))
+            except psycopg.OperationalError:
+                unknown.append(n)
+                raise
+            committed.append(n)
+        except psycopg.Error:
+            errors += 1
+            at_fault = len(committed) if at_fault is None else at_fault
+            conn = None
+            time.sleep(0.2)
+finally:
+    os.unlink(f.name)
+print(json.dumps({"committed": committed, "unknown": unknown, "errors": errors, "at_fault": at_fault}))
+"""
+APP_PYTHON = "/opt/billing-app/venv/bin/python"  # the app's environment on app-1 (psycopg)
+LOOP_SECONDS = 10
+
+
+def start_write_loop(db: DataEnv, creds: Creds, table: str) -> tuple[subprocess.Popen[str], str, str]:
+    """Run the loop on app-1 (the app's own network path) when the app is installed there, else here."""
+    app = lab_host("app-1")
+    probe = subprocess.run(ssh_command(app, f"test -x {APP_PYTHON}"), capture_output=True, timeout=60, check=False)
+    dsn = db.dsn(creds).replace(f" sslrootcert={db.ca_file}", "")
+    payload = json.dumps({"dsn": dsn, "ca": db.ca_file.read_text(), "table": table, "seconds": LOOP_SECONDS})
+    if probe.returncode == 0:
+        remote = [APP_PYTHON, *python_command(WRITE_LOOP)[1:]]
+        cmd, where = ssh_command(app, shlex.join(remote)), "app-1"
+    else:
+        cmd, where = [sys.executable, "-c", WRITE_LOOP], "the controller (no app on app-1)"
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return proc, payload, where
 
 
 @pytest.mark.control("BAK-06")
@@ -74,36 +105,34 @@ def test_restart_during_a_write_loop_loses_no_committed_row(db: DataEnv, how: st
         conn.execute("SET ROLE billing_owner")
         conn.execute(sql.SQL("DROP TABLE IF EXISTS public.{}").format(sql.Identifier(table)))
         conn.execute(sql.SQL("CREATE TABLE public.{} (id int PRIMARY KEY)").format(sql.Identifier(table)))
-    loop = WriteLoop(db, creds, table)
-    writer = threading.Thread(target=loop.run, daemon=True)
-    writer.start()
-    try:
-        time.sleep(2)
-        before = len(loop.committed)
-        if how == "restart":
-            proc = on_db(db, f"sudo systemctl restart {SERVICE}")
-        else:
-            proc = on_db(
-                db, f"sudo systemctl kill --signal=SIGKILL {SERVICE} && sleep 1 && sudo systemctl start {SERVICE}"
-            )
-        assert proc.returncode == 0, proc.stderr
-        deadline = time.monotonic() + 60
-        while len(loop.committed) < before + 50 and time.monotonic() < deadline:
-            time.sleep(0.2)
-    finally:
-        loop.stop.set()
-        writer.join(30)
-    print(f"\n{how}: {len(loop.committed)} commits acknowledged, {len(loop.unknown)} in flight at the fault, "
-          f"{len(loop.errors)} failed attempts while the server was down")  # fmt: skip
-    assert loop.errors, "the write loop never saw the server go away: the drill did not happen"
-    assert len(loop.committed) >= before + 50, "writes did not resume after the restart"
+    proc, payload, where = start_write_loop(db, creds, table)
+    outputs: list[str] = []
+    reader = threading.Thread(target=lambda: outputs.extend(proc.communicate(payload, timeout=120)), daemon=True)
+    reader.start()
+    time.sleep(3)
+    if how == "restart":
+        fault = on_db(db, f"sudo systemctl restart {SERVICE}")
+    else:
+        fault = on_db(
+            db, f"sudo systemctl kill --signal=SIGKILL {SERVICE} && sleep 1 && sudo systemctl start {SERVICE}"
+        )
+    reader.join(130)
+    out, err = outputs if outputs else ("", "the write loop did not finish")
+    assert fault.returncode == 0, fault.stderr
+    assert proc.returncode == 0, err[-2000:]
+    result = json.loads(out)
+    committed, unknown = result["committed"], result["unknown"]
+    print(f"\n{how} from {where}: {len(committed)} commits acknowledged, {len(unknown)} in flight at the fault, "
+          f"{result['errors']} failed attempts while the server was down")  # fmt: skip
+    assert result["at_fault"] is not None, "the write loop never saw the server go away: the drill did not happen"
+    assert len(committed) >= result["at_fault"] + 50, "writes did not resume after the restart"
     with db.connect(creds) as conn:
         conn.execute("SET ROLE billing_owner")
         stored = {r[0] for r in conn.execute(sql.SQL("SELECT id FROM public.{}").format(sql.Identifier(table)))}
         conn.execute(sql.SQL("DROP TABLE public.{}").format(sql.Identifier(table)))
-    lost = sorted(set(loop.committed) - stored)
+    lost = sorted(set(committed) - stored)
     assert not lost, f"{len(lost)} acknowledged commits are missing: {lost[:20]}"
-    phantom = sorted(stored - set(loop.committed) - set(loop.unknown))
+    phantom = sorted(stored - set(committed) - set(unknown))
     assert not phantom, f"rows that were never acknowledged nor in flight: {phantom[:20]}"
 
 
