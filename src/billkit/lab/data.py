@@ -15,17 +15,24 @@ needs no root token at all.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import random
 import secrets
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import hvac
+import hvac.exceptions
+import requests
 import yaml
 
 from billkit.lab.state import LAB_DIR
 from billkit.vault import configure
 from billkit.vault import lab as vault_lab
-from billkit.vault.bootstrap import root_session
+from billkit.vault.bootstrap import VaultError, root_session
+from billkit.vault.configure import MFAError
 from billkit.vault.deploy import open_cluster
 from billkit.vault.pki import needs_renewal, write_private
 from billkit.vault.server import lab_nodes
@@ -68,6 +75,29 @@ def lab_database() -> configure.Database:
     return configure.Database(h.address, POSTGRES, "billing", "vault_admin", admin_password(), VAULT_NODE_CA)
 
 
+@contextlib.contextmanager
+def lab_root_session(progress: Progress = _quiet, attempts: int = 4) -> Iterator[hvac.Client]:
+    """A root session on the lab's Vault, retried when making the token fails.
+
+    Several engineers' tools share one lab: two root-token generations at once cancel each other
+    (one attempt at a time) or reuse the administrator's TOTP step; a later try succeeds.
+    """
+    cluster, _ = open_cluster(lab_nodes(), vault_lab.state())
+    with contextlib.ExitStack() as stack:
+        c: hvac.Client | None = None
+        for attempt in range(1, attempts + 1):
+            try:
+                c = stack.enter_context(root_session(cluster, progress))
+                break
+            except (VaultError, MFAError, OSError, hvac.exceptions.VaultError, requests.RequestException) as exc:
+                if attempt == attempts:
+                    raise VaultError(f"no root token after {attempts} attempts ({exc}); retry `billkit up`") from exc
+                progress(f"making a root token failed ({type(exc).__name__}: {exc}); retrying")
+                time.sleep(3 + 4 * random.random())  # noqa: S311 - jitter, not a secret
+        assert c is not None  # noqa: S101 - the loop either breaks with a client or raises
+        yield c
+
+
 def _fingerprint(*parts: object) -> str:
     return hashlib.sha256(repr(parts).encode()).hexdigest()
 
@@ -104,7 +134,7 @@ def prepare(progress: Progress = _quiet) -> list[str]:
     material = cluster.keystore.load()
     due = needs_renewal(cert_path(h), CERT_RENEW_FRACTION)
     if material.extra.get("data_identity_fingerprint") != wanted or due:
-        with root_session(cluster, progress) as c:
+        with lab_root_session(progress) as c:
             progress(f"{h.name}: volume key, cert-auth login, server certificate")
             intermediate = c.adapter.get(f"/v1/{configure.PKI}/cert/ca")["data"]["certificate"]
             configure.ensure_volume_identity(c, h.name, h.address, intermediate, changes)
@@ -131,7 +161,7 @@ def configure_engine(progress: Progress = _quiet) -> list[str]:
     if material.extra.get("data_engine_fingerprint") == wanted:
         progress("database secrets engine unchanged since the last run: no root token needed")
         return changes
-    with root_session(cluster, progress) as c:
+    with lab_root_session(progress) as c:
         progress("database secrets engine against db-1")
         configure.ensure_database(c, db, settings, changes)
     material = cluster.keystore.load()

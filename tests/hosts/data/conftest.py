@@ -19,7 +19,6 @@ import pytest
 from billkit.lab import data
 from billkit.vault import configure
 from billkit.vault import lab as vault_lab
-from billkit.vault.bootstrap import root_session
 from billkit.vault.deploy import open_cluster
 from billkit.vault.server import lab_nodes
 from infra.topology import POSTGRES, LabHost
@@ -61,8 +60,8 @@ class DataEnv:
 
 @pytest.fixture(scope="session")
 def db(lab_up: None) -> Iterator[DataEnv]:
-    cluster, root = open_cluster(lab_nodes(), vault_lab.state())
-    with root_session(cluster) as c:
+    _, root = open_cluster(lab_nodes(), vault_lab.state())
+    with data.lab_root_session() as c:
         env = DataEnv(c, data.db_host(), root.cert_path)
         try:
             yield env

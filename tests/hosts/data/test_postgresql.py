@@ -266,34 +266,36 @@ def test_each_dynamic_credential_has_only_its_group(db: DataEnv):
 
 @pytest.mark.control("RBAC-05")
 def test_auditor_reads_but_cannot_write_and_migrate_must_set_role(db: DataEnv):
-    table = "billkit_rbac05_" + secrets.token_hex(4)
+    """A schema and table made by the owner (as migrations do): the auditor reads them through the
+    owner's default privileges, and can change nothing; the app cannot create anything."""
+    schema = "billkit_rbac05_" + secrets.token_hex(4)
+    table = sql.Identifier(schema, "t")
     migrate = db.creds(configure.DB_MIGRATE)
     with db.connect(migrate) as conn:
         # Without SET ROLE the credential has none of the owner's rights (NOINHERIT).
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            conn.execute(sql.SQL("CREATE TABLE public.{} (v text)").format(sql.Identifier(table)))
+            conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
         conn.execute("SET ROLE billing_owner")
-        conn.execute(sql.SQL("CREATE TABLE public.{} (v text)").format(sql.Identifier(table)))
-        conn.execute(sql.SQL("INSERT INTO public.{} VALUES ('row')").format(sql.Identifier(table)))
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+        conn.execute(sql.SQL("CREATE TABLE {} (v text)").format(table))
+        conn.execute(sql.SQL("INSERT INTO {} VALUES ('row')").format(table))
     try:
         auditor = db.creds(configure.DB_AUDITOR)
         with db.connect(auditor) as conn:
-            assert conn.execute(sql.SQL("SELECT v FROM public.{}").format(sql.Identifier(table))).fetchall() == [
-                ("row",)
-            ]
-            for stmt in ("INSERT INTO public.{} VALUES ('x')", "UPDATE public.{} SET v = 'x'",
-                         "DELETE FROM public.{}", "DROP TABLE public.{}"):  # fmt: skip
+            assert conn.execute(sql.SQL("SELECT v FROM {}").format(table)).fetchall() == [("row",)]
+            for stmt in ("INSERT INTO {} VALUES ('x')", "UPDATE {} SET v = 'x'", "DELETE FROM {}", "DROP TABLE {}",
+                         "TRUNCATE {}"):  # fmt: skip
                 with pytest.raises(psycopg.errors.InsufficientPrivilege):
-                    conn.execute(sql.SQL(stmt).format(sql.Identifier(table)))
+                    conn.execute(sql.SQL(stmt).format(table))
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
-                conn.execute("CREATE TABLE public.auditor_was_here (v text)")
+                conn.execute(sql.SQL("CREATE TABLE {} (v text)").format(sql.Identifier(schema, "auditor_was_here")))
         app = db.creds(configure.DB_APP)
         with db.connect(app) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
-            conn.execute("CREATE TABLE public.app_was_here (v text)")
+            conn.execute(sql.SQL("CREATE TABLE {} (v text)").format(sql.Identifier(schema, "app_was_here")))
     finally:
         with db.connect(migrate) as conn:
             conn.execute("SET ROLE billing_owner")
-            conn.execute(sql.SQL("DROP TABLE IF EXISTS public.{}").format(sql.Identifier(table)))
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
 EXPIRY_ROLE = "billkit-check-expiry"
