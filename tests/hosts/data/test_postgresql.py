@@ -10,9 +10,11 @@ import ssl
 import struct
 import subprocess
 import time
+from pathlib import Path
 
 import psycopg
 import pytest
+import requests
 from psycopg import sql
 
 from billkit.lab import data
@@ -20,6 +22,7 @@ from billkit.lab.hosts import ssh_command
 from billkit.lab.testing import host_urls
 from billkit.vault import configure
 from billkit.vault.pki import issuer_cn
+from billkit.vault.server import lab_nodes
 from infra.topology import POSTGRES, lab_gateway
 from tests.hosts.data.conftest import DataEnv
 
@@ -328,3 +331,32 @@ def test_dynamic_credentials_expire(db: DataEnv):
     finally:
         c.adapter.post(f"/v1/{conn_path}", json={"allowed_roles": allowed})
         c.adapter.delete(f"/v1/{configure.DATABASE}/roles/{EXPIRY_ROLE}")
+
+
+def _cert_login(db: DataEnv, cert: Path, key: Path) -> requests.Response:
+    node = lab_nodes()[0]
+    return requests.post(f"{node.api_addr}/v1/auth/{configure.CERT_AUTH}/login", json={"name": db.host.name},
+                         cert=(str(cert), str(key)), verify=str(db.ca_file), timeout=10)  # fmt: skip
+
+
+@pytest.mark.control("EAR-01")
+def test_only_db_1_from_its_own_address_reads_the_volume_key(db: DataEnv, tmp_path: Path):
+    """Another host's PKI certificate cannot log in as db-1; db-1's own certificate used from anywhere
+    else (here: the controller) gets a token that cannot read the key (bound to db-1's address)."""
+    other = configure.issue_cert(db.vault, "app-1", ttl=300)
+    (tmp_path / "other.pem").write_text(other.fullchain)
+    (tmp_path / "other.key").write_text(other.private_key)
+    refused = _cert_login(db, tmp_path / "other.pem", tmp_path / "other.key")
+    assert refused.status_code in (400, 403), refused.text
+    own = data.cert_path(db.host)
+    resp = _cert_login(db, own, own.with_name("server.key"))
+    if resp.status_code == 200:
+        token = resp.json()["auth"]["client_token"]
+        try:
+            read = requests.get(f"{lab_nodes()[0].api_addr}/v1/{configure.volume_key_path(db.host.name)}",
+                                headers={"X-Vault-Token": token}, verify=str(db.ca_file), timeout=10)  # fmt: skip
+            assert read.status_code == 403, "db-1's volume key was read from the controller's address"
+        finally:
+            db.vault.auth.token.revoke(token)
+    else:
+        assert resp.status_code in (400, 403), resp.text
