@@ -63,6 +63,11 @@ def cert_path(h: LabHost) -> Path:
     return TLS_STAGING / h.name / "server.pem"
 
 
+def cert_due(path: Path) -> bool:
+    """Re-issue a certificate that is missing, unreadable, or past half of its lifetime."""
+    return needs_renewal(path, CERT_RENEW_FRACTION)
+
+
 def admin_password() -> str:
     """Vault's first password for its admin role (made once, 0600); useless once Vault rotated it."""
     if not ADMIN_PASSWORD.exists():
@@ -132,7 +137,7 @@ def prepare(progress: Progress = _quiet) -> list[str]:
         ca.write_text(root.pem, encoding="ascii")
     wanted = _fingerprint(h, Path(configure.__file__).read_bytes())
     material = cluster.keystore.load()
-    due = needs_renewal(cert_path(h), CERT_RENEW_FRACTION)
+    due = cert_due(cert_path(h))
     if material.extra.get("data_identity_fingerprint") != wanted or due:
         with lab_root_session(progress) as c:
             progress(f"{h.name}: volume key, cert-auth login, server certificate")
