@@ -585,7 +585,7 @@ def ensure_volume_identity(c: hvac.Client, host: str, address: str, ca_pem: str,
     ensure_auth(c, CERT_AUTH, "cert", changes, description="host identities (PKI certificates)")
     converge(c, f"auth/{CERT_AUTH}/certs/{host}", {
         "certificate": ca_pem, "allowed_common_names": [host], "token_policies": [policy],
-        "token_bound_cidrs": [f"{address}/32"], "token_ttl": token_ttl, "token_max_ttl": token_ttl,
+        "token_bound_cidrs": [address], "token_ttl": token_ttl, "token_max_ttl": token_ttl,
         "token_no_default_policy": True, "token_type": "service",
     }, changes)  # fmt: skip
 
