@@ -88,9 +88,20 @@ def test_password_less_and_wrong_password_logins_are_refused(db: DataEnv):
         psycopg.connect(db.dsn(creds, password="''")).close()  # noqa: S106 - an empty password
     with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
         psycopg.connect(db.dsn(creds, password=secrets.token_urlsafe(16))).close()
-    for superuser in ("postgres", "vault_admin"):
-        with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
-            psycopg.connect(db.dsn(user=superuser, password=data.admin_password())).close()
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        psycopg.connect(db.dsn(user="postgres", password=data.admin_password())).close()
+
+
+@pytest.mark.control("RBAC-05")
+def test_vault_admin_password_was_rotated_by_vault(db: DataEnv):
+    """The only static login (Vault's admin role) no longer has the password the deployment set."""
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        psycopg.connect(db.dsn(user="vault_admin", password=data.admin_password())).close()
+    conn = db.vault.adapter.get(f"/v1/{configure.DATABASE}/config/{configure.DB_CONNECTION}")
+    assert isinstance(conn, dict)
+    details = conn["data"]["connection_details"]
+    assert details["username"] == "vault_admin" and "password" not in details
+    assert "sslmode=verify-full" in details["connection_url"]
 
 
 @pytest.mark.control("ENC-02")
