@@ -157,6 +157,7 @@ def up_steps() -> list[Step]:
         *(_playbook_step(pb) for pb in PLAYBOOKS),
         *_keys_steps(),
         *_data_steps(),
+        *_backup_steps(),
     ]
 
 
@@ -295,4 +296,23 @@ def _data_steps() -> list[Step]:
         Step("data: db-1 certificate, volume key and Vault login, role variables", _data_prepare),
         _playbook_step(POSTGRESQL),
         Step("data: Vault database secrets engine on db-1", _data_engine),
+    ]
+
+
+# --- backup: encrypted pgBackRest backups and Vault raft snapshots (billkit.lab.backups) ---------
+
+BACKUP = Playbook("backup.yml", "backup store, pgBackRest with WAL archiving, raft snapshots", ("backup",))
+
+
+def _backup_prepare(state: LabState, progress: Progress) -> None:
+    from billkit.lab import backups
+
+    for change in backups.prepare(progress):
+        console.print(f"    {change}")
+
+
+def _backup_steps() -> list[Step]:
+    return [
+        Step("backup: store bundle, certificate, agent token, snapshot key", _backup_prepare),
+        _playbook_step(BACKUP),
     ]
