@@ -11,6 +11,7 @@ import datetime as dt
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 DEV_SECRET = "development-only-secret-change-me"  # noqa: S105 - the refused default, not a secret
 ENVIRONMENTS = ("development", "test", "production")
@@ -28,14 +29,21 @@ def utcnow() -> dt.datetime:
 class Settings:
     environment: str = "production"
     session_secret: str = DEV_SECRET
-    database_url: str = ""  # the billing_app role
+    database_url: str = ""  # the billing_app role (no user/password when the Vault roles below are set)
     tokenizer_database_url: str = ""  # the billing_tokenizer role (card vault)
+    # RBAC-05: Vault database-engine roles giving short-lived logins for the two URLs above.
+    database_vault_role: str = ""
+    tokenizer_vault_role: str = ""
+    database_vault_mount: str = "database"
     vault_url: str = "https://127.0.0.1:8200"
     vault_ca_file: str | None = None
     vault_role_id: str = ""
     vault_secret_id: str = ""
     vault_processor_role_id: str = ""
     vault_processor_secret_id: str = ""
+    # The two secret IDs are response-wrapping tokens: unwrapped once at start (single use, short TTL),
+    # so what the deployment leaves on disk is worthless after the app has started.
+    vault_secret_ids_wrapped: bool = False
     transit_mount: str = "transit"
     pii_encryption: bool = True
     secure_cookies: bool = True
@@ -60,6 +68,12 @@ class Settings:
         values: dict[str, object] = {}
         for f in dataclasses.fields(cls):
             raw = os.environ.get(f"BILLKIT_APP_{f.name.upper()}")
+            path = os.environ.get(f"BILLKIT_APP_{f.name.upper()}_FILE")  # e.g. from systemd's LoadCredential=
+            if raw is None and path:
+                try:
+                    raw = Path(path).read_text(encoding="utf-8").strip()
+                except OSError as exc:
+                    raise SettingsError(f"BILLKIT_APP_{f.name.upper()}_FILE: cannot read {path}: {exc}") from None
             if raw is None or f.name == "clock":
                 continue
             if f.type in ("bool", bool):
@@ -102,8 +116,15 @@ class Settings:
                 problems.append("personal-data encryption may be switched off only in development")
             if not self.secure_cookies:
                 problems.append("cookies must be Secure outside development")
-            if "sslmode=disable" in self.database_url or "sslmode=verify-full" not in self.database_url:
-                problems.append("the database URL must use sslmode=verify-full")
+            for url in (self.database_url, self.tokenizer_database_url):
+                if "sslmode=disable" in url or "sslmode=verify-full" not in url:
+                    problems.append("the database URLs must use sslmode=verify-full")
+                    break
+            if self.environment == "production" and not (self.database_vault_role and self.tokenizer_vault_role):
+                problems.append(
+                    "production logs in to PostgreSQL only with Vault dynamic credentials (RBAC-05): set "
+                    "BILLKIT_APP_DATABASE_VAULT_ROLE and BILLKIT_APP_TOKENIZER_VAULT_ROLE"
+                )
             if not self.vault_url.startswith("https://"):
                 problems.append("the Vault URL must be https://")
         if problems:

@@ -9,6 +9,8 @@ The production cluster configuration reuses exactly these names:
 - policy ``billing-app``: encrypt with ``pan``; datakey, encrypt and decrypt with ``pii``; hmac with ``lookup-hmac``;
 - policy ``payment-processor``: decrypt with ``pan``;
 - policy ``key-rotation``: rotate, read, configure and rewrap ``pan`` and ``pii`` (the forced rewrap command);
+- the app reads short-lived PostgreSQL logins from ``database/creds/billing-app`` and
+  ``database/creds/billing-tokenizer`` (the database engine is configured by the platform);
 - AppRole roles ``billing-app`` and ``payment-processor`` (auth mount ``approle``), each bound to its policy.
 
 ``pan`` and ``pii`` rotate automatically (``auto_rotate_period``); the rewrap command then
@@ -28,6 +30,10 @@ POLICY_APP = "billing-app"
 POLICY_PROCESSOR = "payment-processor"
 POLICY_ROTATION = "key-rotation"
 APPROLE_MOUNT = "approle"
+DATABASE_MOUNT = "database"
+# Vault database-engine roles whose short-lived logins the app uses (RBAC-05)
+DB_ROLE_APP = "billing-app"
+DB_ROLE_TOKENIZER = "billing-tokenizer"
 AUTO_ROTATE_PERIOD = "2160h"  # 90 days
 # AppRole token and secret-ID lifetimes (durations, not secrets)
 LIFETIMES = {"token_ttl": "1h", "token_max_ttl": "4h", "secret_id_ttl": "24h"}
@@ -48,6 +54,10 @@ def policies(mount: str = TRANSIT_MOUNT) -> dict[str, str]:
             + rule(f"decrypt/{KEY_PII}", "update")
             + rule(f"hmac/{KEY_HMAC}", "update")
             + rule(f"hmac/{KEY_HMAC}/*", "update")
+            + "".join(
+                f'path "{DATABASE_MOUNT}/creds/{r}" {{\n  capabilities = ["read"]\n}}\n'
+                for r in (DB_ROLE_APP, DB_ROLE_TOKENIZER)
+            )
         ),
         POLICY_PROCESSOR: rule(f"decrypt/{KEY_PAN}", "update"),
         POLICY_ROTATION: "".join(

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import hvac
+import hvac.exceptions
 import psycopg
 from fastapi import Depends, FastAPI, Form, Header, Request
 from fastapi.exceptions import RequestValidationError
@@ -20,7 +21,7 @@ from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field, StringConstraints
 
 from app_stub import audit, db
-from app_stub.config import Settings
+from app_stub.config import Settings, SettingsError
 from app_stub.crypto import Transit, VaultError
 from app_stub.gateway import FakeGateway, PaymentGateway
 from app_stub.rbac import Perm
@@ -113,12 +114,34 @@ def _approle_factory(s: Settings, role_id: str, secret_id: str) -> Callable[[], 
     return make
 
 
+def _unwrap(s: Settings, wrapping_token: str) -> str:
+    """The secret ID inside a response-wrapping token (which Vault then destroys: single use)."""
+    client = hvac.Client(url=s.vault_url, verify=s.vault_ca_file or True, timeout=10)
+    try:
+        resp = client.adapter.post("/v1/sys/wrapping/unwrap", headers={"X-Vault-Token": wrapping_token})
+    except hvac.exceptions.VaultError as exc:
+        raise SettingsError(
+            f"cannot unwrap the AppRole secret ID ({exc}); it was used or expired: deliver a new wrapped secret ID "
+            "(in the lab: `billkit up`)"
+        ) from None
+    return str(resp["data"]["secret_id"])
+
+
 def build_core(s: Settings, gateway: PaymentGateway | None = None) -> Core:
     s.validate()
-    pool = db.make_pool(s.database_url, "billing", s.db_pool_size)
-    tpool = db.make_pool(s.tokenizer_database_url, "tokenizer", 4)
-    transit = Transit(_approle_factory(s, s.vault_role_id, s.vault_secret_id), s.transit_mount)
-    processor = Transit(_approle_factory(s, s.vault_processor_role_id, s.vault_processor_secret_id), s.transit_mount)
+    secret_id, processor_secret_id = s.vault_secret_id, s.vault_processor_secret_id
+    if s.vault_secret_ids_wrapped:
+        secret_id, processor_secret_id = _unwrap(s, secret_id), _unwrap(s, processor_secret_id)
+    app_login = _approle_factory(s, s.vault_role_id, secret_id)
+    creds = tcreds = None
+    if s.database_vault_role:
+        creds = db.VaultCredentials(app_login, s.database_vault_role, s.database_vault_mount)
+    if s.tokenizer_vault_role:
+        tcreds = db.VaultCredentials(app_login, s.tokenizer_vault_role, s.database_vault_mount)
+    pool = db.make_pool(s.database_url, "billing", s.db_pool_size, creds)
+    tpool = db.make_pool(s.tokenizer_database_url, "tokenizer", 4, tcreds)
+    transit = Transit(app_login, s.transit_mount)
+    processor = Transit(_approle_factory(s, s.vault_processor_role_id, processor_secret_id), s.transit_mount)
     return Core(s, pool, tpool, transit, processor, gateway or FakeGateway())
 
 

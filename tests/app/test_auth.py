@@ -1,6 +1,7 @@
 """Staff authentication, sessions, CSRF, training gate and settings."""
 
 import hashlib
+from pathlib import Path
 
 import pytest
 from apphelpers import PASSWORD, Env, StaffClient
@@ -233,6 +234,8 @@ def test_settings_refuse_default_secrets_outside_development() -> None:
         vault_secret_id="s",  # noqa: S106
         vault_processor_role_id="r",
         vault_processor_secret_id="s",  # noqa: S106
+        database_vault_role="billing-app",
+        tokenizer_vault_role="billing-tokenizer",
         **base,
     )
     ok.validate()
@@ -242,7 +245,7 @@ def test_settings_refuse_default_secrets_outside_development() -> None:
 
 
 @pytest.mark.control("CMP-03", "HRD-02", "HRD-03", "HRD-04")
-def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("BILLKIT_APP_ENVIRONMENT", "production")
     monkeypatch.setenv("BILLKIT_APP_DATABASE_URL", "host=db sslmode=verify-full")
     monkeypatch.setenv("BILLKIT_APP_TOKENIZER_DATABASE_URL", "host=db sslmode=verify-full")
@@ -250,11 +253,18 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("BILLKIT_APP_MAX_FAILED_LOGINS", "6")
     monkeypatch.setenv("BILLKIT_APP_LOCKOUT", "600")
     monkeypatch.setenv("BILLKIT_APP_IDLE_TIMEOUT", "600")
+    secret = tmp_path / "session-secret"  # a setting from a file (systemd's LoadCredential=)
+    secret.write_text("f" * 40 + "\n")
+    monkeypatch.setenv("BILLKIT_APP_SESSION_SECRET_FILE", str(secret))
     s = Settings.from_env()
+    assert s.session_secret == "f" * 40
     assert (s.environment, s.pii_encryption, s.max_failed_logins) == ("production", False, 6)
     assert s.idle_timeout.total_seconds() == 600
-    with pytest.raises(SettingsError, match="SESSION_SECRET.*30 minutes.*encryption"):
+    with pytest.raises(SettingsError, match="30 minutes.*encryption.*dynamic credentials"):
         s.validate()
+    monkeypatch.setenv("BILLKIT_APP_SESSION_SECRET_FILE", str(tmp_path / "missing"))
+    with pytest.raises(SettingsError, match="SESSION_SECRET_FILE: cannot read"):
+        Settings.from_env()
     from app_stub.web import create_app
 
     with pytest.raises(SettingsError):

@@ -40,6 +40,10 @@ path "database/creds/billing-app" {
   capabilities = ["read"]
 }
 
+path "database/creds/billing-tokenizer" {
+  capabilities = ["read"]
+}
+
 path "sys/leases/renew" {
   capabilities = ["update"]
 }
