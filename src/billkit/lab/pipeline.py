@@ -156,6 +156,7 @@ def up_steps() -> list[Step]:
         Step("inventory", _inventory),
         *(_playbook_step(pb) for pb in PLAYBOOKS),
         *_keys_steps(),
+        *_app_steps(),
     ]
 
 
@@ -268,3 +269,41 @@ def status_rows() -> list[dict[str, str]]:
             "pid": str(state.nspawn.get(h.name, "")) if running else "",
         })  # fmt: skip
     return rows
+
+
+# --- app and edge: the billing app on app-1/app-2 behind the WAF on edge-1 (billkit.lab.app) ---------
+
+BILLING_APP = Playbook("billing_app.yml", "the billing app on the app hosts (venv, sandboxed unit, AppRole)",
+                       ("billing_app",))  # fmt: skip
+WAF = Playbook("waf.yml", "nginx + ModSecurity CRS on edge-1 (TLS, HSTS, rate limit, both app hosts)", ("waf",))
+
+
+def _app_wheelhouse(state: LabState, progress: Progress) -> None:
+    from billkit.lab import app
+
+    for change in app.build_wheelhouse(progress):
+        console.print(f"    {change}")
+
+
+def _app_prepare(state: LabState, progress: Progress) -> None:
+    from billkit.lab import app
+
+    for change in app.prepare(progress) + app.migrate_and_bootstrap(progress):
+        console.print(f"    {change}")
+
+
+def _app_deliver(state: LabState, progress: Progress) -> None:
+    from billkit.lab import app
+
+    for change in app.deliver(progress):
+        console.print(f"    {change}")
+
+
+def _app_steps() -> list[Step]:
+    return [
+        Step("app: wheelhouse from uv.lock (the app's runtime dependencies only)", _app_wheelhouse),
+        Step("app: certificates, AppRole role IDs, migrations, first admin", _app_prepare),
+        _playbook_step(BILLING_APP),
+        Step("app: response-wrapped secret IDs delivered, services (re)started", _app_deliver),
+        _playbook_step(WAF),
+    ]
