@@ -97,16 +97,31 @@ def cert_specs() -> tuple[CertSpec, ...]:
 
 
 @contextlib.contextmanager
-def vault_root(progress: Progress = _quiet) -> Iterator[hvac.Client]:
-    """A short-lived root client on the lab's cluster (revoked at the end of the block)."""
+def vault_root(progress: Progress = _quiet, attempts: int = 3) -> Iterator[hvac.Client]:
+    """A short-lived root client on the lab's cluster (revoked at the end of the block).
+
+    Making the root token is retried: on a lab shared by several checkouts another process may be
+    making one at the same moment (the administrator's TOTP step or the key store is then busy).
+    """
     from billkit.vault import lab as vault_lab
     from billkit.vault.bootstrap import root_session
     from billkit.vault.deploy import open_cluster
     from billkit.vault.server import lab_nodes
 
     cluster, _ = open_cluster(lab_nodes(), vault_lab.state())
-    with root_session(cluster, progress) as c:
-        yield c
+    for attempt in range(1, attempts + 1):
+        stack = contextlib.ExitStack()
+        try:
+            c = stack.enter_context(root_session(cluster, progress))
+        except Exception as exc:  # any failure to make the token is retried, then raised
+            if attempt == attempts:
+                raise
+            progress(f"making a root token failed ({type(exc).__name__}: {exc}); retrying")
+            time.sleep(5 * attempt)
+            continue
+        with stack:
+            yield c
+        return
 
 
 def approle_dir() -> Path:
@@ -182,6 +197,7 @@ def write_group_vars() -> list[str]:
         "waf_app_port": APP_PORT,
         "waf_app_tls_name": APP_TLS_NAME,
         "waf_tls_src_dir": str(tls_staging()),
+        "waf_numeric_hosts_allowed": ["127.0.0.1"],  # the published entry (published_url)
     }
     if _write_vars("role_waf", waf):
         changed.append("group_vars/role_waf.yml")
@@ -361,6 +377,24 @@ def _health(h: LabHost, wait: float = 60) -> None:
         )
 
 
+def _start_with_fresh_secret_ids(c: hvac.Client, h: LabHost, why: str, progress: Progress) -> None:
+    from billkit.vault import configure
+
+    progress(f"{h.name}: new wrapped secret IDs ({why})")
+    app_token = configure.wrapped_secret_id(c, configure.BILLING_APP, WRAP_TTL)
+    processor_token = configure.wrapped_secret_id(c, configure.PAYMENT_PROCESSOR, WRAP_TTL)
+    for name, token in (("secret-id.wrapped", app_token), ("processor-secret-id.wrapped", processor_token)):
+        proc = _ssh(h, f"sudo install -o root -g root -m 0600 /dev/stdin {CREDENTIALS}/{name}", stdin=token)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{h.name}: could not deliver {name}: {proc.stderr.strip()}")
+    proc = _ssh(h, f"sudo systemctl restart {SERVICE}")
+    if proc.returncode != 0:
+        logs = _ssh(h, f"sudo journalctl -u {SERVICE} --no-pager -n 15 -o cat").stdout.strip()
+        raise RuntimeError(f"{h.name}: {SERVICE} did not start: {proc.stderr.strip()}\n{logs}")
+    progress(f"{h.name}: waiting for the app to answer")
+    _health(h)
+
+
 def deliver(progress: Progress = _quiet, force: bool = False) -> list[str]:
     """Give each app host that needs it two new response-wrapped secret IDs and (re)start its service.
 
@@ -368,9 +402,7 @@ def deliver(progress: Progress = _quiet, force: bool = False) -> list[str]:
     land root-only in the credentials folder, are handed to the unit by LoadCredential= and removed
     once the app has started: the app unwrapped them (single use), so a copy is worthless.
     """
-    from billkit.vault import configure
-
-    targets = {h.name: (why if not force else "forced") for h in hosts_of("app") if (why := needs_delivery(h)) or force}
+    targets = {h.name: why for h in hosts_of("app") if (why := "forced" if force else needs_delivery(h))}
     if not targets:
         return []
     changed = []
@@ -379,21 +411,19 @@ def deliver(progress: Progress = _quiet, force: bool = False) -> list[str]:
         for h in hosts_of("app"):
             if h.name not in targets:
                 continue
-            progress(f"{h.name}: new wrapped secret IDs ({targets[h.name]})")
-            app_token = configure.wrapped_secret_id(c, configure.BILLING_APP, WRAP_TTL)
-            processor_token = configure.wrapped_secret_id(c, configure.PAYMENT_PROCESSOR, WRAP_TTL)
-            for name, token in (("secret-id.wrapped", app_token), ("processor-secret-id.wrapped", processor_token)):
-                proc = _ssh(h, f"sudo install -o root -g root -m 0600 /dev/stdin {CREDENTIALS}/{name}", stdin=token)
-                if proc.returncode != 0:
-                    raise RuntimeError(f"{h.name}: could not deliver {name}: {proc.stderr.strip()}")
-            proc = _ssh(h, f"sudo systemctl restart {SERVICE}")
-            if proc.returncode != 0:
-                logs = _ssh(h, f"sudo journalctl -u {SERVICE} --no-pager -n 15 -o cat").stdout.strip()
-                raise RuntimeError(f"{h.name}: {SERVICE} did not start: {proc.stderr.strip()}\n{logs}")
-            progress(f"{h.name}: waiting for the app to answer")
-            _health(h)
-            _ssh(h, f"sudo rm -f {CREDENTIALS}/secret-id.wrapped {CREDENTIALS}/processor-secret-id.wrapped "
-                    f"{CONFIG_DIR}/restart-needed")  # fmt: skip
+            try:
+                for attempt in (1, 2):  # a dependency restarting at that moment (db-1, Vault) gets a second try
+                    try:
+                        _start_with_fresh_secret_ids(c, h, targets[h.name], progress)
+                        break
+                    except RuntimeError as exc:
+                        if attempt == 2:
+                            raise
+                        progress(f"{h.name}: the app did not start ({str(exc).splitlines()[0]}); retrying")
+                        time.sleep(10)
+                _ssh(h, f"sudo rm -f {CONFIG_DIR}/restart-needed")
+            finally:  # used by the app, or never to be used: either way no wrapping token stays on disk
+                _ssh(h, f"sudo rm -f {CREDENTIALS}/secret-id.wrapped {CREDENTIALS}/processor-secret-id.wrapped")
             done[h.name] = time.time()
             changed.append(f"{h.name}: started with fresh wrapped secret IDs ({targets[h.name]})")
     app_dir().mkdir(parents=True, exist_ok=True)
