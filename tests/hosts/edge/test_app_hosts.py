@@ -11,7 +11,7 @@ pytestmark = pytest.mark.lab
 testinfra_hosts = host_urls("app")
 
 
-@pytest.mark.control("RBAC-08", "CMP-03")
+@pytest.mark.control("RBAC-08")
 def test_app_host_keeps_role_id_only_and_no_secret_id_on_disk(host):
     role_id = host.file("/etc/billing-app/role-id")
     assert role_id.user == "root" and role_id.group == "billing-app" and role_id.mode == 0o640
