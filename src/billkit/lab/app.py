@@ -23,6 +23,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tarfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -66,6 +67,23 @@ def tls_staging() -> Path:
 
 def wheelhouse() -> Path:
     return app_dir() / "wheelhouse"
+
+
+def wheelhouse_archive() -> Path:
+    """The wheelhouse as one tar (one copy per host instead of one per wheel)."""
+    return app_dir() / "wheelhouse.tar"
+
+
+def _write_archive(house: Path, target: Path) -> None:
+    """A reproducible tar of the wheelhouse: sorted names, no times or owners from this machine."""
+    tmp = target.with_suffix(".tmp")
+    with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
+        for path in sorted(house.glob("*.whl")):
+            info = tar.gettarinfo(str(path), arcname=path.name)
+            info.mtime, info.uid, info.gid, info.uname, info.gname, info.mode = 0, 0, 0, "root", "root", 0o644
+            with path.open("rb") as fh:
+                tar.addfile(info, fh)
+    tmp.replace(target)
 
 
 def published_url() -> str:
@@ -205,7 +223,7 @@ def write_group_vars() -> list[str]:
     db = hosts_of("db")[0].address
     app = {
         "billing_app_port": APP_PORT,
-        "billing_app_wheelhouse_src": str(wheelhouse()),
+        "billing_app_wheelhouse_archive": str(wheelhouse_archive()),
         "billing_app_version": app_version(),
         "billing_app_tls_src_dir": str(tls_staging()),
         "billing_app_vault_url": f"https://{hosts_of('vault')[0].address}:{VAULT_API}",
@@ -255,12 +273,16 @@ def app_version() -> str:
     return f"1.0+g{h.hexdigest()[:12]}"
 
 
+def _pinned_names(pins: str) -> set[str]:
+    return {re.split(r"[=<>!~; \[]", ln, maxsplit=1)[0].lower().replace("-", "_") for ln in pins.splitlines() if ln}
+
+
 def build_wheelhouse(progress: Progress = _quiet) -> list[str]:
     """The app as a wheel plus every dependency's wheel, pinned to uv.lock; rebuilt only on change."""
     version = app_version()
     house = wheelhouse()
     stamp = house / ".release"
-    if stamp.exists() and stamp.read_text().strip() == version:
+    if stamp.exists() and stamp.read_text().strip() == version and wheelhouse_archive().exists():
         return []
     build = app_dir() / "build"
     shutil.rmtree(build, ignore_errors=True)
@@ -296,6 +318,10 @@ def build_wheelhouse(progress: Progress = _quiet) -> list[str]:
     wheel = next((build / "dist").glob("billkit_app-*.whl"))
     _run([str(tools / "bin" / "pip"), "wheel", "--quiet", "--disable-pip-version-check", "--wheel-dir", str(house),
           "-c", str(constraints), str(wheel)], "pip wheel")  # fmt: skip
+    for stale in house.glob("*.whl"):  # a wheel no longer pinned by the lock file is dropped
+        if stale.name.split("-")[0].lower() not in _pinned_names(pins) | {APP_DIST.replace("-", "_")}:
+            stale.unlink()
+    _write_archive(house, wheelhouse_archive())
     stamp.write_text(version + "\n", encoding="ascii")
     return [f"wheelhouse for {APP_DIST} {version} ({len(list(house.glob('*.whl')))} wheels)"]
 
