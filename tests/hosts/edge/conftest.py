@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import shlex
 import ssl
 import subprocess
 from collections.abc import Iterator
@@ -82,9 +81,11 @@ class Clerk:
     password: str
 
 
-@pytest.fixture(scope="session")
-def clerk(lab_up: None) -> Clerk:
-    """A billing clerk made for these checks directly in the lab database (as the schema owner)."""
+def make_clerk(expired: bool = False) -> Clerk:
+    """A billing clerk made for these checks directly in the lab database (as the schema owner).
+
+    ``expired``: the password must be changed at first login, as the first admin's one-time password.
+    """
     import psycopg
     from argon2 import PasswordHasher
 
@@ -95,10 +96,11 @@ def clerk(lab_up: None) -> Clerk:
     username = f"edge-check-{secrets.token_hex(4)}"
     password = secrets.token_urlsafe(18) + "7a"
     ph = PasswordHasher(time_cost=s.argon2_time_cost, memory_cost=s.argon2_memory_kib, parallelism=s.argon2_lanes)
+    changed = "now() - interval '1 year'" if expired else "now()"
     with app.owner_dsn() as dsn, psycopg.connect(dsn) as conn:
         (uid,) = conn.execute(
-            "INSERT INTO staff.users (username, password_hash, password_changed_at, created_at) "
-            "VALUES (%s, %s, now(), now()) RETURNING id",
+            "INSERT INTO staff.users (username, password_hash, password_changed_at, created_at) "  # noqa: S608
+            f"VALUES (%s, %s, {changed}, now() - interval '1 year') RETURNING id",
             (username, ph.hash(password)),
         ).fetchone()  # type: ignore[misc]
         conn.execute("INSERT INTO staff.user_roles (user_id, role, granted_at) VALUES (%s, 'billing_clerk', now())",
@@ -106,5 +108,6 @@ def clerk(lab_up: None) -> Clerk:
     return Clerk(username, password)
 
 
-def quote(text: str) -> str:
-    return shlex.quote(text)
+@pytest.fixture(scope="session")
+def clerk(lab_up: None) -> Clerk:
+    return make_clerk()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 import urllib.parse
@@ -9,7 +10,7 @@ import urllib.parse
 import httpx
 import pyotp
 import pytest
-from conftest import AuditLog, Clerk, rule_ids, ssh
+from conftest import AuditLog, Clerk, make_clerk, rule_ids, ssh
 
 from infra.topology import APP_PORT, hosts_of
 
@@ -73,6 +74,41 @@ def test_the_apps_functional_flow_passes_the_waf_without_a_single_crs_match(
     time.sleep(1)  # the audit log is written when the transaction ends
     new = audit_log.since(before)
     assert not new, "the WAF matched CRS rules on the app's own traffic: " + "; ".join(
+        f"{e.get('transaction', {}).get('request', {}).get('uri', '?')}: {rule_ids(e)}" for e in new
+    )
+
+
+def _form_value(html: str, name: str) -> str:
+    m = re.search(rf'name="{name}" value="([^"]*)"', html) or re.search(rf'id="{name}">([^<]*)<', html)
+    assert m, f"no {name} in the page"
+    return m.group(1)
+
+
+@pytest.mark.control("APP-04")
+def test_the_first_login_through_the_staff_ui_passes_the_waf_without_a_crs_match(
+    web: httpx.Client, audit_log: AuditLog, lab_up: None
+) -> None:
+    """What the first admin does with the one-time password: the HTML forms, not the JSON API."""
+    user = make_clerk(expired=True)
+    before = audit_log.size()
+    csrf = _form_value(_ok(web.get("/login")).text, "csrf_token")
+    r = _ok(web.post("/login", data={"username": user.username, "password": user.password, "csrf_token": csrf}), 303)
+    assert r.headers["location"] == "/mfa/enrol"
+    page = _ok(web.get("/mfa/enrol")).text
+    secret, csrf = _form_value(page, "totp-secret"), _form_value(page, "csrf_token")
+    _ok(web.post("/mfa/enrol", data={"code": pyotp.TOTP(secret).now(), "csrf_token": csrf}))  # recovery codes
+    csrf = _form_value(_ok(web.get("/password")).text, "csrf_token")
+    new_password = "N3w & better: " + secrets.token_urlsafe(12) + " 'quoted' -- 1=1"
+    r = web.post("/password", data={"old_password": user.password, "new_password": new_password, "csrf_token": csrf})
+    _ok(r, 303)
+    csrf = _form_value(_ok(web.get("/")).text, "csrf_token")
+    _ok(web.post("/training", data={"csrf_token": csrf}), 303, 200)
+    customer = {**CUSTOMER, "email": f"ui-{secrets.token_hex(3)}@example.org", "csrf_token": csrf}
+    _ok(web.post("/customers", data=customer), 303, 200, 201)
+    _ok(web.get("/customers"))
+    time.sleep(1)
+    new = audit_log.since(before)
+    assert not new, "the WAF matched CRS rules on the staff UI's traffic: " + "; ".join(
         f"{e.get('transaction', {}).get('request', {}).get('uri', '?')}: {rule_ids(e)}" for e in new
     )
 
