@@ -158,6 +158,7 @@ def up_steps() -> list[Step]:
         *_keys_steps(),
         *_data_steps(),
         *_backup_steps(),
+        *_app_steps(),
     ]
 
 
@@ -315,4 +316,42 @@ def _backup_steps() -> list[Step]:
     return [
         Step("backup: store bundle, certificate, agent token, snapshot key", _backup_prepare),
         _playbook_step(BACKUP),
+    ]
+
+
+# --- app and edge: the billing app on app-1/app-2 behind the WAF on edge-1 (billkit.lab.app) ---------
+
+BILLING_APP = Playbook("billing_app.yml", "the billing app on the app hosts (venv, sandboxed unit, AppRole)",
+                       ("billing_app",))  # fmt: skip
+WAF = Playbook("waf.yml", "nginx + ModSecurity CRS on edge-1 (TLS, HSTS, rate limit, both app hosts)", ("waf",))
+
+
+def _app_wheelhouse(state: LabState, progress: Progress) -> None:
+    from billkit.lab import app
+
+    for change in app.build_wheelhouse(progress):
+        console.print(f"    {change}")
+
+
+def _app_prepare(state: LabState, progress: Progress) -> None:
+    from billkit.lab import app
+
+    for change in app.prepare(progress) + app.migrate_and_bootstrap(progress):
+        console.print(f"    {change}")
+
+
+def _app_deliver(state: LabState, progress: Progress) -> None:
+    from billkit.lab import app
+
+    for change in app.deliver(progress):
+        console.print(f"    {change}")
+
+
+def _app_steps() -> list[Step]:
+    return [
+        Step("app: wheelhouse from uv.lock (the app's runtime dependencies only)", _app_wheelhouse),
+        Step("app: certificates, AppRole role IDs, migrations, first admin", _app_prepare),
+        _playbook_step(BILLING_APP),
+        Step("app: response-wrapped secret IDs delivered, services (re)started", _app_deliver),
+        _playbook_step(WAF),
     ]
