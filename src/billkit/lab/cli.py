@@ -37,7 +37,17 @@ def cmd_up() -> int:
         err.print("Fix the cause above, then run `billkit up` again: it resumes from what is there.")
         return 1
     err.print(f"[green]lab up[/green] in {time.monotonic() - start:.0f}s; `billkit status`, `billkit verify`")
+    _print_app_access()
     return 0
+
+
+def _print_app_access() -> None:
+    """Where the app answers (through the WAF on the published port) and how its first admin starts."""
+    from billkit.lab import app
+
+    console.print(f"\n[bold]The billing app:[/bold] {app.published_url()}  (through the WAF on edge-1)")
+    for line in app.first_admin_instructions():
+        console.print(f"  {line}", markup=False, highlight=False)
 
 
 def cmd_down(purge: bool) -> int:
