@@ -120,6 +120,16 @@ def cmd_verify() -> int:
         for host, data in sorted(json.loads(lynis.read_text()).items()):
             table.add_row(host, str(data["hardening_index"]))
         console.print(table)
+    restores = sorted(EVIDENCE_DIR.glob("restore-test-*.json"))[-5:]
+    if restores:
+        table = Table(title="Restore tests, latest last (BAK-05; `billkit restore-test`)")
+        for col in ("when", "backup", "restore point", "duration", "result"):
+            table.add_column(col, overflow="fold")
+        for path in restores:
+            ev = json.loads(path.read_text())
+            result = ev["result"] if ev["result"] == "pass" else f"{ev['result']}: {ev.get('detail', '')[:120]}"
+            table.add_row(ev["when"], ev["backup_label"], ev.get("restore_point", ""), f"{ev['duration_s']}s", result)
+        console.print(table)
     waivers = EVIDENCE_DIR / "waivers.json"
     if waivers.exists():
         table = Table(title="Waivers recorded by the roles")
