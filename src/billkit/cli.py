@@ -168,6 +168,11 @@ def controls(
         console.print(f"{len(missing)} (control, layer) pairs have no check yet.")
         for line in cov.unknown + cov.off_layer:
             console.print(f"[red]{line}[/red]")
+        from billkit.checks import STRICT_COVERAGE
+
+        if missing and STRICT_COVERAGE:
+            err.print("every control must have a check in each of its layers (billkit.checks.STRICT_COVERAGE)")
+            raise typer.Exit(1)
 
 
 def _layer_cell(layer: str, names: list[str]) -> str:

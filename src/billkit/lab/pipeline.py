@@ -156,7 +156,9 @@ def up_steps() -> list[Step]:
         Step("inventory", _inventory),
         *(_playbook_step(pb) for pb in PLAYBOOKS),
         *_keys_steps(),
+        *_data_steps(),
         *_backup_steps(),
+        *_app_steps(),
     ]
 
 
@@ -271,6 +273,33 @@ def status_rows() -> list[dict[str, str]]:
     return rows
 
 
+# --- data: PostgreSQL on db-1 (billkit.lab.data) --------------------------------------------
+
+POSTGRESQL = Playbook("postgresql.yml", "PostgreSQL 15 on db-1 (TLS, pgaudit, encrypted volume)", ("postgresql",))
+
+
+def _data_prepare(state: LabState, progress: Progress) -> None:
+    from billkit.lab import data
+
+    for change in data.prepare(progress):
+        console.print(f"    {change}")
+
+
+def _data_engine(state: LabState, progress: Progress) -> None:
+    from billkit.lab import data
+
+    for change in data.configure_engine(progress):
+        console.print(f"    {change}")
+
+
+def _data_steps() -> list[Step]:
+    return [
+        Step("data: db-1 certificate, volume key and Vault login, role variables", _data_prepare),
+        _playbook_step(POSTGRESQL),
+        Step("data: Vault database secrets engine on db-1", _data_engine),
+    ]
+
+
 # --- backup: encrypted pgBackRest backups and Vault raft snapshots (billkit.lab.backups) ---------
 
 BACKUP = Playbook("backup.yml", "backup store, pgBackRest with WAL archiving, raft snapshots", ("backup",))
@@ -287,4 +316,42 @@ def _backup_steps() -> list[Step]:
     return [
         Step("backup: store bundle, certificate, agent token, snapshot key", _backup_prepare),
         _playbook_step(BACKUP),
+    ]
+
+
+# --- app and edge: the billing app on app-1/app-2 behind the WAF on edge-1 (billkit.lab.app) ---------
+
+BILLING_APP = Playbook("billing_app.yml", "the billing app on the app hosts (venv, sandboxed unit, AppRole)",
+                       ("billing_app",))  # fmt: skip
+WAF = Playbook("waf.yml", "nginx + ModSecurity CRS on edge-1 (TLS, HSTS, rate limit, both app hosts)", ("waf",))
+
+
+def _app_wheelhouse(state: LabState, progress: Progress) -> None:
+    from billkit.lab import app
+
+    for change in app.build_wheelhouse(progress):
+        console.print(f"    {change}")
+
+
+def _app_prepare(state: LabState, progress: Progress) -> None:
+    from billkit.lab import app
+
+    for change in app.prepare(progress) + app.migrate_and_bootstrap(progress):
+        console.print(f"    {change}")
+
+
+def _app_deliver(state: LabState, progress: Progress) -> None:
+    from billkit.lab import app
+
+    for change in app.deliver(progress):
+        console.print(f"    {change}")
+
+
+def _app_steps() -> list[Step]:
+    return [
+        Step("app: wheelhouse from uv.lock (the app's runtime dependencies only)", _app_wheelhouse),
+        Step("app: certificates, AppRole role IDs, migrations, first admin", _app_prepare),
+        _playbook_step(BILLING_APP),
+        Step("app: response-wrapped secret IDs delivered, services (re)started", _app_deliver),
+        _playbook_step(WAF),
     ]

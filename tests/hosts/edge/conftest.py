@@ -1,0 +1,113 @@
+"""Fixtures of the edge checks: the published HTTPS entry, the lab CA, SSH to lab hosts, a staff account."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import ssl
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from infra.topology import LAB_PUBLISHED_HTTPS
+
+BASE_URL = f"https://127.0.0.1:{LAB_PUBLISHED_HTTPS}"
+AUDIT_LOG = "/var/log/nginx/modsec_audit.log"
+
+
+def ssh(host: str, command: str, stdin: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    from billkit.lab.hosts import ssh_command
+    from infra.topology import lab_host
+
+    proc = subprocess.CompletedProcess([], 255)
+    for _ in range(3):  # 255: SSH itself failed (a busy machine can miss the banner timeout)
+        proc = subprocess.run(ssh_command(lab_host(host), command), input=stdin, capture_output=True, text=True,
+                              timeout=timeout, check=False)  # fmt: skip
+        if proc.returncode != 255:
+            break
+    return proc
+
+
+@pytest.fixture(scope="session")
+def lab_ca(lab_up: None) -> Path:
+    from billkit.lab import app
+
+    ca = app.tls_staging() / "ca.pem"
+    assert ca.exists(), f"{ca} is missing: run `billkit up`"
+    return ca
+
+
+@pytest.fixture(scope="session")
+def tls_context(lab_ca: Path) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(lab_ca))
+
+
+@pytest.fixture()
+def web(tls_context: ssl.SSLContext) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=BASE_URL, verify=tls_context, timeout=30, follow_redirects=False) as client:
+        yield client
+
+
+class AuditLog:
+    """The WAF's ModSecurity audit log on edge-1 (JSON, one transaction per line), read by offset."""
+
+    def size(self) -> int:
+        proc = ssh("edge-1", f"sudo stat -c %s {AUDIT_LOG}")
+        assert proc.returncode == 0, proc.stderr
+        return int(proc.stdout.strip())
+
+    def since(self, offset: int) -> list[dict]:
+        proc = ssh("edge-1", f"sudo tail -c +{offset + 1} {AUDIT_LOG}")
+        assert proc.returncode == 0, proc.stderr
+        return [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+
+
+@pytest.fixture()
+def audit_log(lab_up: None) -> AuditLog:
+    return AuditLog()
+
+
+def rule_ids(entry: dict) -> list[str]:
+    return [m.get("details", {}).get("ruleId", "") for m in entry.get("transaction", {}).get("messages", [])]
+
+
+@dataclass
+class Clerk:
+    username: str
+    password: str
+
+
+def make_clerk(expired: bool = False) -> Clerk:
+    """A billing clerk made for these checks directly in the lab database (as the schema owner).
+
+    ``expired``: the password must be changed at first login, as the first admin's one-time password.
+    """
+    import psycopg
+    from argon2 import PasswordHasher
+
+    from app_stub.config import Settings
+    from billkit.lab import app
+
+    s = Settings()
+    username = f"edge-check-{secrets.token_hex(4)}"
+    password = secrets.token_urlsafe(18) + "7a"
+    ph = PasswordHasher(time_cost=s.argon2_time_cost, memory_cost=s.argon2_memory_kib, parallelism=s.argon2_lanes)
+    changed = "now() - interval '1 year'" if expired else "now()"
+    with app.owner_dsn() as dsn, psycopg.connect(dsn) as conn:
+        (uid,) = conn.execute(
+            "INSERT INTO staff.users (username, password_hash, password_changed_at, created_at) "  # noqa: S608
+            f"VALUES (%s, %s, {changed}, now() - interval '1 year') RETURNING id",
+            (username, ph.hash(password)),
+        ).fetchone()  # type: ignore[misc]
+        conn.execute("INSERT INTO staff.user_roles (user_id, role, granted_at) VALUES (%s, 'billing_clerk', now())",
+                     (uid,))  # fmt: skip
+    return Clerk(username, password)
+
+
+@pytest.fixture(scope="session")
+def clerk(lab_up: None) -> Clerk:
+    return make_clerk()

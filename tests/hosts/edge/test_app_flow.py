@@ -1,0 +1,141 @@
+"""The app's own traffic through the WAF (APP-04) and the load balancing over both app hosts."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+import urllib.parse
+
+import httpx
+import pyotp
+import pytest
+from conftest import AuditLog, Clerk, make_clerk, rule_ids, ssh
+
+from infra.topology import APP_PORT, hosts_of
+
+pytestmark = pytest.mark.lab
+
+TEST_CARD = "4242424242424242"  # a processor's public test number, never a real card
+CUSTOMER = {
+    "name": "Seán O'Brien-Müller & Co. (test)",
+    "email": "sean.obrien+billing@example.org",
+    "address": '12 Analytical Row; Flat 3/B, London — "rear entrance"',
+    "tax_id": "GB 123-456.78",
+}
+LINES = [
+    {"description": "Consulting (2 days, incl. travel -- see notes)", "quantity": 2, "unit_price_minor": 45_000,
+     "tax_rate_bp": 2000},
+    {"description": "Licence 'Pro' 1/12", "quantity": 1, "unit_price_minor": 999, "tax_rate_bp": 550},
+]  # fmt: skip
+
+
+def _ok(r: httpx.Response, *codes: int) -> httpx.Response:
+    what = f"{r.request.method} {r.request.url.path}: {r.status_code} {r.text[:200]}"
+    assert r.status_code in (codes or (200,)), what
+    return r
+
+
+@pytest.mark.control("APP-04", "NET-06")
+def test_the_apps_functional_flow_passes_the_waf_without_a_single_crs_match(
+    web: httpx.Client, clerk: Clerk, audit_log: AuditLog
+) -> None:
+    before = audit_log.size()
+    # The staff UI's entry, then login, TOTP enrolment, training (the JSON API the UI's forms mirror).
+    assert "csrf" in _ok(web.get("/login")).text.lower()
+    r = _ok(web.post("/api/login", json={"username": clerk.username, "password": clerk.password}))
+    assert r.json()["stage"] == "enrol"
+    csrf = r.json()["csrf_token"]
+    uri = _ok(web.post("/api/mfa/enrol", headers={"X-CSRF-Token": csrf})).json()["otpauth_uri"]
+    secret = urllib.parse.parse_qs(urllib.parse.urlparse(uri).query)["secret"][0]
+    r = _ok(web.post("/api/mfa/enrol/confirm", json={"code": pyotp.TOTP(secret).now()}, headers={"X-CSRF-Token": csrf}))
+    csrf = r.json()["csrf_token"]
+    assert len(r.json()["recovery_codes"]) >= 5
+    h = {"X-CSRF-Token": csrf}
+    _ok(web.post("/api/training/acknowledge", headers=h))
+    assert _ok(web.get("/api/me")).json()["username"] == clerk.username
+    # A customer with the punctuation real names and addresses carry, then a search.
+    cid = _ok(web.post("/api/customers", json=CUSTOMER, headers=h), 201).json()["id"]
+    assert cid in _ok(web.get("/api/customers/search", params={"email": CUSTOMER["email"]})).json()
+    _ok(web.get(f"/api/customers/{cid}"))
+    # An invoice, issued, paid with a test card (the number travels in the body only).
+    inv = _ok(web.post("/api/invoices", json={"customer_id": cid, "currency": "EUR", "lines": LINES}, headers=h), 201)
+    iid = inv.json()["id"]
+    _ok(web.post(f"/api/invoices/{iid}/issue", headers=h))
+    pay = web.post(f"/api/invoices/{iid}/payments", json={"card": {"number": TEST_CARD, "exp_month": 12,
+                   "exp_year": 2031}}, headers={**h, "Idempotency-Key": f"edge-{secrets.token_hex(6)}"})  # fmt: skip
+    _ok(pay)
+    assert _ok(web.get(f"/api/invoices/{iid}")).json()["state"] == "paid"
+    _ok(web.get("/api/payments"))
+    # The staff UI's pages.
+    for page in ("/", "/customers", "/invoices", f"/invoices/{iid}"):
+        _ok(web.get(page))
+    _ok(web.post("/api/logout", headers=h))
+    time.sleep(1)  # the audit log is written when the transaction ends
+    new = audit_log.since(before)
+    assert not new, "the WAF matched CRS rules on the app's own traffic: " + "; ".join(
+        f"{e.get('transaction', {}).get('request', {}).get('uri', '?')}: {rule_ids(e)}" for e in new
+    )
+
+
+def _form_value(html: str, name: str) -> str:
+    m = re.search(rf'name="{name}" value="([^"]*)"', html) or re.search(rf'id="{name}">([^<]*)<', html)
+    assert m, f"no {name} in the page"
+    return m.group(1)
+
+
+@pytest.mark.control("APP-04")
+def test_the_first_login_through_the_staff_ui_passes_the_waf_without_a_crs_match(
+    web: httpx.Client, audit_log: AuditLog, lab_up: None
+) -> None:
+    """What the first admin does with the one-time password: the HTML forms, not the JSON API."""
+    user = make_clerk(expired=True)
+    before = audit_log.size()
+    csrf = _form_value(_ok(web.get("/login")).text, "csrf_token")
+    r = _ok(web.post("/login", data={"username": user.username, "password": user.password, "csrf_token": csrf}), 303)
+    assert r.headers["location"] == "/mfa/enrol"
+    page = _ok(web.get("/mfa/enrol")).text
+    secret, csrf = _form_value(page, "totp-secret"), _form_value(page, "csrf_token")
+    _ok(web.post("/mfa/enrol", data={"code": pyotp.TOTP(secret).now(), "csrf_token": csrf}))  # recovery codes
+    csrf = _form_value(_ok(web.get("/password")).text, "csrf_token")
+    new_password = "N3w & better: " + secrets.token_urlsafe(12) + " 'quoted' -- 1=1"
+    r = web.post("/password", data={"old_password": user.password, "new_password": new_password, "csrf_token": csrf})
+    _ok(r, 303)
+    csrf = _form_value(_ok(web.get("/")).text, "csrf_token")
+    _ok(web.post("/training", data={"csrf_token": csrf}), 303, 200)
+    customer = {**CUSTOMER, "email": f"ui-{secrets.token_hex(3)}@example.org", "csrf_token": csrf}
+    _ok(web.post("/customers", data=customer), 303, 200, 201)
+    _ok(web.get("/customers"))
+    time.sleep(1)
+    new = audit_log.since(before)
+    assert not new, "the WAF matched CRS rules on the staff UI's traffic: " + "; ".join(
+        f"{e.get('transaction', {}).get('request', {}).get('uri', '?')}: {rule_ids(e)}" for e in new
+    )
+
+
+def _upstreams_in_access_log(lines: int = 200) -> set[str]:
+    proc = ssh("edge-1", f"sudo tail -n {lines} /var/log/nginx/access.log")
+    assert proc.returncode == 0, proc.stderr
+    return {word.strip('"').split(":")[0] for line in proc.stdout.splitlines() for word in line.split()
+            if word.strip('"').endswith(f":{APP_PORT}")}  # fmt: skip
+
+
+@pytest.mark.control("NET-06")
+def test_both_app_hosts_serve_and_the_site_survives_one_stopping(web: httpx.Client) -> None:
+    from billkit.lab import app
+
+    apps = hosts_of("app")
+    for _ in range(12):
+        _ok(web.get("/healthz"))
+    assert {h.address for h in apps} <= _upstreams_in_access_log(), "the WAF did not spread requests over both"
+    first = apps[0]
+    assert ssh(first.name, "sudo systemctl stop billing-app").returncode == 0
+    try:
+        for _ in range(12):  # passive health checks: a refused connection moves the request to the other host
+            _ok(web.get("/healthz"))
+        _ok(web.get("/login"))
+    finally:
+        # A stopped app used its wrapped secret ID: starting it again takes a new delivery (what `up` does).
+        changed = app.deliver()
+    assert any(first.name in c for c in changed), changed
+    assert ssh(first.name, "systemctl is-active billing-app").stdout.strip() == "active"

@@ -1,0 +1,34 @@
+"""The app hosts: AppRole files, no secret ID on disk, TLS listener on the tier address only."""
+
+from __future__ import annotations
+
+import pytest
+
+from billkit.lab.testing import host_urls
+from infra.topology import APP_PORT
+
+pytestmark = pytest.mark.lab
+testinfra_hosts = host_urls("app")
+
+
+@pytest.mark.control("RBAC-08")
+def test_app_host_keeps_role_id_only_and_no_secret_id_on_disk(host):
+    role_id = host.file("/etc/billing-app/role-id")
+    assert role_id.user == "root" and role_id.group == "billing-app" and role_id.mode == 0o640
+    creds = host.file("/etc/billing-app/credentials")
+    assert creds.user == "root" and creds.mode == 0o700
+    # After the start the wrapping tokens are gone from the disk (the unit's copy lives in memory).
+    listing = host.check_output("sudo ls /etc/billing-app/credentials")
+    assert listing.split() == ["session-secret"], listing
+    env = host.file("/etc/billing-app/app.env").content_string
+    assert "BILLKIT_APP_VAULT_SECRET_IDS_WRAPPED=true" in env and "SECRET_ID=" not in env
+    assert "sslmode=verify-full" in env and "BILLKIT_APP_VAULT_URL=https://" in env
+
+
+@pytest.mark.control("ENC-01", "NET-02")
+def test_app_listens_on_its_tier_address_over_tls_only(host):
+    addr = host.ansible.get_variables()["ansible_host"]
+    assert host.socket(f"tcp://{addr}:{APP_PORT}").is_listening
+    assert not host.socket(f"tcp://0.0.0.0:{APP_PORT}").is_listening
+    unit = host.file("/etc/systemd/system/billing-app.service").content_string
+    assert "--ssl-certfile" in unit and "--ssl-keyfile" in unit
