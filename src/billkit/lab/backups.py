@@ -369,7 +369,7 @@ def take_backup(kind: str = "incr", progress: Progress = _quiet, snapshot: bool 
         raise BackupError(f"unknown backup type {kind!r}: use full, diff or incr")
     progress(f"pgBackRest {kind} backup of {db_host()}")
     start = time.monotonic()
-    pgbackrest(db_host(), "backup", f"--type={kind}")
+    pgbackrest(db_host(), "backup", "--repo=1", f"--type={kind}")
     duration = round(time.monotonic() - start, 2)
     latest = backup_info()["backup"][-1]
     snap = ""

@@ -54,20 +54,27 @@ def marker_backup(store: Any) -> str:
 @pytest.mark.control("BAK-01")
 def test_backups_run_on_timers_with_retention(store: Any) -> None:
     db = backups.db_host()
-    for kind, calendar in (("full", "Sun"), ("incr", "Mon..Sat")):
+    for kind, calendar in (("full", "Sun"), ("incr", "Mon..Sat"), ("monthly", "*-*-01")):
         unit = f"billkit-pgbackrest-{kind}.timer"
         state = _sh(db, f"systemctl is-enabled {unit}; systemctl is-active {unit}; systemctl cat {unit}")
         assert state.startswith("enabled\nactive\n"), f"{unit} on {db}: {state[:200]}"
         assert f"OnCalendar={calendar}" in state
-        assert f"billkit-pgbackrest@{kind}.service" in state
+        unit_name = "billkit-pgbackrest-monthly.service" if kind == "monthly" else f"billkit-pgbackrest@{kind}.service"
+        assert unit_name in state
     service = _sh(db, "systemctl cat billkit-pgbackrest@.service")
     assert "User=postgres" in service and "--type=%i backup" in service
     conf = _sh(db, "cat /etc/pgbackrest/pgbackrest.conf")
     assert "repo1-retention-full-type=time" in conf
     assert f"repo1-retention-full={backups.RETENTION_DAYS}" in conf
     assert backups.RETENTION_DAYS >= 35  # daily recovery points kept 35 days (the catalogue's figure)
+    # Monthly full backups: a second repository, the last 12 kept (12 months).
+    assert "repo2-retention-full-type=count" in conf and "repo2-retention-full=12" in conf
+    assert "repo2-cipher-type=aes-256-cbc" in conf
+    assert "--repo=2 --type=full backup" in _sh(db, "systemctl cat billkit-pgbackrest-monthly.service")
     info = backups.backup_info()
-    assert any(b["type"] == "full" for b in info["backup"]), "no full backup in the repository"
+    for repo in (1, 2):
+        fulls = [b for b in info["backup"] if b["type"] == "full" and b["database"]["repo-key"] == repo]
+        assert fulls, f"no full backup in repository {repo}"
 
 
 @pytest.mark.control("BAK-02")
