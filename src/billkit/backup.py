@@ -162,17 +162,19 @@ class PgBackRest:
 
 # --- restore test -------------------------------------------------------------------------------
 
-# Per table: the row count and the sum of a 60-bit hash of every row. Order-independent and
+# Per table of every user schema (public tables unqualified): the row count and the sum of a
+# 60-bit hash of every row. Order-independent and
 # streaming (constant memory, unlike hashing one aggregated string, which fails past 1 GB).
 CHECKSUM_SQL = """
-SELECT c.relname,
+SELECT CASE WHEN n.nspname = 'public' THEN c.relname ELSE n.nspname || '.' || c.relname END,
        (xpath('/row/n/text()', x))[1]::text::bigint,
        (xpath('/row/h/text()', x))[1]::text
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace,
      LATERAL query_to_xml(format(
        'select count(*) as n, coalesce(sum((''x'' || substr(md5(t::text), 1, 15))::bit(60)::bigint), 0) as h '
        'from %I.%I t', n.nspname, c.relname), false, true, '') AS x
-WHERE c.relkind = 'r' AND n.nspname = 'public'
+WHERE c.relkind IN ('r', 'p', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname NOT LIKE 'pg\\_%'
 ORDER BY 1
 """
 
@@ -204,7 +206,7 @@ class RestoreEvidence:
         return path
 
 
-def consistent_restore_point(primary_dsn: str, name: str, attempts: int = 10) -> tuple[str, dict]:
+def consistent_restore_point(primary_dsn: str, name: str, attempts: int = 10) -> tuple[str, str, dict]:
     """Fingerprint the primary and create a named restore point with no write in between.
 
     Fingerprints before and after the restore point must agree; otherwise a write slipped in
@@ -212,15 +214,16 @@ def consistent_restore_point(primary_dsn: str, name: str, attempts: int = 10) ->
     """
     import psycopg
 
-    for _ in range(attempts):
+    for attempt in range(1, attempts + 1):
+        point = name if attempt == 1 else f"{name}-{attempt}"  # recovery stops at a name's first point
         before = table_fingerprints(primary_dsn)
         with psycopg.connect(primary_dsn, autocommit=True) as conn:
-            lsn = conn.execute("SELECT pg_create_restore_point(%s)::text", (name,)).fetchone()
+            lsn = conn.execute("SELECT pg_create_restore_point(%s)::text", (point,)).fetchone()
         after = table_fingerprints(primary_dsn)
         if before == after:
             with psycopg.connect(primary_dsn, autocommit=True) as conn:
                 conn.execute("SELECT pg_switch_wal()")
-            return str(lsn[0] if lsn else ""), before
+            return point, str(lsn[0] if lsn else ""), before
         time.sleep(0.5)
     raise BackupError("the primary never stayed still long enough to fingerprint it; retry when quieter")
 
@@ -235,8 +238,8 @@ def restore_test(
     latest = brest.info()["backup"][-1]
     name = f"billkit-restore-test-{int(time.time())}"
     started = time.monotonic()
-    lsn, expected = consistent_restore_point(primary_dsn, name)
-    evidence = RestoreEvidence(when, latest["label"], str(latest["timestamp"]["stop"]), f"{name} @ {lsn}", 0.0)
+    point, lsn, expected = consistent_restore_point(primary_dsn, name)
+    evidence = RestoreEvidence(when, latest["label"], str(latest["timestamp"]["stop"]), f"{point} @ {lsn}", 0.0)
     if scratch_dir.exists():
         shutil.rmtree(scratch_dir)
     scratch_dir.mkdir(parents=True, mode=0o700)
@@ -246,7 +249,8 @@ def restore_test(
     os.chown(scratch_dir, pw.pw_uid, pw.pw_gid)
     handle = None
     try:
-        brest.restore(str(scratch_dir), "--type=name", f"--target={name}", "--target-action=promote")
+        brest.restore(str(scratch_dir), f"--set={latest['label']}", "--type=name", f"--target={point}",
+                      "--target-action=promote")  # fmt: skip
         handle = start_scratch(scratch_dir)
         got = table_fingerprints(scratch_dsn(handle))
         evidence.tables = {t: {"primary": expected.get(t), "restored": got.get(t)} for t in sorted(expected | got)}

@@ -168,6 +168,11 @@ def controls(
         console.print(f"{len(missing)} (control, layer) pairs have no check yet.")
         for line in cov.unknown + cov.off_layer:
             console.print(f"[red]{line}[/red]")
+        from billkit.checks import STRICT_COVERAGE
+
+        if missing and STRICT_COVERAGE:
+            err.print("every control must have a check in each of its layers (billkit.checks.STRICT_COVERAGE)")
+            raise typer.Exit(1)
 
 
 def _layer_cell(layer: str, names: list[str]) -> str:
@@ -214,6 +219,25 @@ def audit_log_verify(
     from app_stub.audit_cli import verify_dsn
 
     raise typer.Exit(verify_dsn(dsn, head))
+
+
+@app.command()
+def backup(
+    kind: Annotated[str, typer.Option("--type", help="pgBackRest backup type: full, diff or incr.")] = "incr",
+    snapshot: Annotated[bool, typer.Option(help="Also store an encrypted raft snapshot of Vault.")] = True,
+) -> None:
+    """Back the lab's database up now (encrypted, into the object-locked store) and print its label."""
+    from billkit.lab.backups import cmd_backup
+
+    raise typer.Exit(cmd_backup(kind, snapshot))
+
+
+@app.command("restore-test")
+def restore_test() -> None:
+    """Restore the latest backup on a scratch PostgreSQL, compare every table with the primary, record evidence."""
+    from billkit.lab.backups import cmd_restore_test
+
+    raise typer.Exit(cmd_restore_test())
 
 
 def main() -> None:  # pragma: no cover - exercised through ./billkit

@@ -11,10 +11,12 @@ Both listen on 127.0.0.1 on a free port, with TLS (a self-signed certificate mad
 
 API (kept small on purpose):
 
-- ``postgres(base_dir=None, fast=True) -> PostgresServer``: initdb in a fresh directory as the
-  ``postgres`` system user (PostgreSQL refuses root), ``hostssl`` + scram-sha-256 only (no
-  clear-text TCP), ``fast`` turns fsync off (tests only). ``PostgresServer.dsn(dbname, user,
-  password)`` builds a verify-full TLS connection string; ``.superuser``/``.password`` are set.
+- ``postgres(base_dir=None, fast=True, tls=None, settings=None, peer_superuser=False) -> PostgresServer``:
+  initdb in a fresh directory as the ``postgres`` system user (PostgreSQL refuses root), ``hostssl`` +
+  scram-sha-256 only (no clear-text TCP), ``fast`` turns fsync off (tests only), ``tls`` a certificate
+  of one's own (``ServerTLS``, e.g. from the Vault PKI), ``settings`` extra server settings (WAL
+  archiving…). ``PostgresServer.dsn(dbname, user, password)`` builds a verify-full TLS connection
+  string; ``.superuser``/``.password``/``.root`` are set.
 - ``openbao(base_dir=None) -> BaoServer``: a non-dev ``bao server`` with (single-node) raft storage and a
   TLS listener and a file audit device, initialised (1 share) and unsealed with hvac. ``.url``,
   ``.root_token``, ``.unseal_key``, ``.ca_file``, ``.audit_log``, ``.client()``.
@@ -138,6 +140,8 @@ class PostgresServer:
     data_dir: Path
     pid: int
     log_file: Path
+    # The cluster's own folder (owned by postgres): data/, server.crt, server.key, the socket, the log.
+    root: Path = Path()
 
     def dsn(self, dbname: str = "postgres", user: str | None = None, password: str | None = None) -> str:
         """A libpq connection string over TLS that verifies the server certificate."""
@@ -149,6 +153,15 @@ class PostgresServer:
         )
 
 
+@dataclass(frozen=True)
+class ServerTLS:
+    """A server certificate for the throwaway PostgreSQL (e.g. issued by the Vault PKI engine)."""
+
+    cert_chain: str  # PEM: leaf, then the chain
+    private_key: str  # PEM
+    ca_file: Path  # what clients verify the chain against
+
+
 def _pg_user() -> pwd.struct_passwd:
     try:
         return pwd.getpwnam("postgres")
@@ -156,24 +169,47 @@ def _pg_user() -> pwd.struct_passwd:
         raise PrerequisiteError("no 'postgres' system user: install the Debian package postgresql-15") from None
 
 
+def _owned_by(path: Path, text: str, pg: pwd.struct_passwd) -> None:
+    path.write_text(text, encoding="utf-8")
+    os.chown(path, pg.pw_uid, pg.pw_gid)
+    path.chmod(0o600)
+
+
 @contextlib.contextmanager
-def postgres(base_dir: Path | None = None, fast: bool = True) -> Iterator[PostgresServer]:
-    """Start a throwaway PostgreSQL 15 cluster on 127.0.0.1 with TLS; stop it and delete it on exit."""
+def postgres(
+    base_dir: Path | None = None,
+    fast: bool = True,
+    tls: ServerTLS | None = None,
+    settings: dict[str, str] | None = None,
+    peer_superuser: bool = False,
+) -> Iterator[PostgresServer]:
+    """Start a throwaway PostgreSQL 15 cluster on 127.0.0.1 with TLS; stop it and delete it on exit.
+
+    ``tls``: the server certificate to use (default: a self-signed one). ``settings``: extra or
+    overriding server settings (``-c name=value``). ``peer_superuser``: the local socket admits only
+    the postgres superuser by peer (as on a real host) instead of scram for everyone.
+    """
     ensure_packages([f"postgresql-{PG_VERSION}"], "local PostgreSQL for tests")
     pg = _pg_user()
     # The cluster lives in its own directory that the postgres user owns (pytest's tmp dirs are 0700 root).
     root = Path(tempfile.mkdtemp(prefix="billkit-pg-", dir=base_dir))
     try:
         os.chown(root, pg.pw_uid, pg.pw_gid)
-        data, tls = root / "data", root / "tls"
-        cert, key = self_signed_cert(tls)
-        for p in (tls, cert, key):
-            os.chown(p, pg.pw_uid, pg.pw_gid)
+        data = root / "data"
+        cert, key = root / "server.crt", root / "server.key"
+        if tls is None:
+            self_cert, self_key = self_signed_cert(root / "tls")
+            _owned_by(cert, self_cert.read_text(encoding="ascii"), pg)
+            _owned_by(key, self_key.read_text(encoding="ascii"), pg)
+            shutil.rmtree(root / "tls")
+            ca_file = cert
+        else:
+            _owned_by(cert, tls.cert_chain, pg)
+            _owned_by(key, tls.private_key, pg)
+            ca_file = tls.ca_file
         password = secrets.token_urlsafe(24)
         pwfile = root / "pw"
-        pwfile.write_text(password)
-        os.chown(pwfile, pg.pw_uid, pg.pw_gid)
-        pwfile.chmod(0o600)
+        _owned_by(pwfile, password, pg)
         log = root / "postgres.log"
         init = subprocess.run(
             [
@@ -201,9 +237,8 @@ def postgres(base_dir: Path | None = None, fast: bool = True) -> Iterator[Postgr
         if init.returncode != 0:
             raise RuntimeError(f"initdb failed:\n{init.stdout[-2000:]}\n{init.stderr[-2000:]}")
         # TLS only on TCP: no plain 'host' line at all.
-        (data / "pg_hba.conf").write_text(
-            "local all all scram-sha-256\nhostssl all all 127.0.0.1/32 scram-sha-256\n", encoding="utf-8"
-        )
+        local = "local all postgres peer" if peer_superuser else "local all all scram-sha-256"
+        (data / "pg_hba.conf").write_text(f"{local}\nhostssl all all {LOOPBACK}/32 scram-sha-256\n", encoding="utf-8")
         port = free_port()
         opts = {
             "listen_addresses": LOOPBACK,
@@ -219,6 +254,7 @@ def postgres(base_dir: Path | None = None, fast: bool = True) -> Iterator[Postgr
         }
         if fast:
             opts.update({"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"})
+        opts.update(settings or {})
         args = [str(PG_BIN / "postgres"), "-D", str(data)]
         for k, v in opts.items():
             args += ["-c", f"{k}={v}"]
@@ -234,7 +270,7 @@ def postgres(base_dir: Path | None = None, fast: bool = True) -> Iterator[Postgr
             )
         try:
             _wait_port(port, proc, "postgres", log)
-            server = PostgresServer(LOOPBACK, port, "postgres", password, cert, data, proc.pid, log)
+            server = PostgresServer(LOOPBACK, port, "postgres", password, ca_file, data, proc.pid, log, root)
             _wait_ready(server, proc, log)
             yield server
         finally:

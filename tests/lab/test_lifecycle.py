@@ -6,17 +6,19 @@ import contextlib
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 from billkit.controls import ROOT
-from billkit.lab import cgroups, hosts
+from billkit.lab import app, cgroups, hosts
 from billkit.lab.net import bridges
-from billkit.lab.pipeline import PLAYBOOKS
+from billkit.lab.pipeline import BACKUP, BILLING_APP, OPENBAO, PLAYBOOKS, POSTGRESQL, WAF
 from billkit.lab.procs import is_ours
 from billkit.lab.state import HOSTS_DIR, LAB_DIR, LOG_DIR, NFT_TABLE, lab_owner, load_state
 from infra.topology import lab_hosts
@@ -67,8 +69,17 @@ def test_up_reconciles_a_dead_session_and_changes_nothing():
     for pb in PLAYBOOKS:
         recap = json.loads((LOG_DIR / f"recap-{pb.file.removesuffix('.yml')}.json").read_text())
         assert set(recap) == {h.name for h in lab_hosts()}
+    for pb in (*PLAYBOOKS, OPENBAO, POSTGRESQL, BACKUP, BILLING_APP, WAF):
+        recap = json.loads((LOG_DIR / f"recap-{pb.file.removesuffix('.yml')}.json").read_text())
         changed = {name: r["changed"] for name, r in recap.items() if r["changed"]}
         assert not changed, f"{pb.file} changed tasks on a converged lab: {changed}"
+    # `up` ends with where the app answers and how its first admin starts; the app answers again
+    # through the WAF (a restarted app host needs the new wrapped secret IDs `up` delivers)
+    assert f"The billing app: {app.published_url()}" in proc.stdout, proc.stdout[-2000:]
+    assert "First admin:" in proc.stdout or "first admin has enrolled" in proc.stdout, proc.stdout[-2000:]
+    ctx = ssl.create_default_context(cafile=str(app.tls_staging() / "ca.pem"))
+    with urllib.request.urlopen(app.published_url() + "healthz", context=ctx, timeout=30) as resp:  # noqa: S310
+        assert resp.status == 200
 
 
 @pytest.mark.lab_last

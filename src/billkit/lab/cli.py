@@ -37,7 +37,17 @@ def cmd_up() -> int:
         err.print("Fix the cause above, then run `billkit up` again: it resumes from what is there.")
         return 1
     err.print(f"[green]lab up[/green] in {time.monotonic() - start:.0f}s; `billkit status`, `billkit verify`")
+    _print_app_access()
     return 0
+
+
+def _print_app_access() -> None:
+    """Where the app answers (through the WAF on the published port) and how its first admin starts."""
+    from billkit.lab import app
+
+    console.print(f"\n[bold]The billing app:[/bold] {app.published_url()}  (through the WAF on edge-1)")
+    for line in app.first_admin_instructions():
+        console.print(f"  {line}", markup=False, highlight=False)
 
 
 def cmd_down(purge: bool) -> int:
@@ -109,6 +119,16 @@ def cmd_verify() -> int:
         table.add_column("index", justify="right")
         for host, data in sorted(json.loads(lynis.read_text()).items()):
             table.add_row(host, str(data["hardening_index"]))
+        console.print(table)
+    restores = sorted(EVIDENCE_DIR.glob("restore-test-*.json"))[-5:]
+    if restores:
+        table = Table(title="Restore tests, latest last (BAK-05; `billkit restore-test`)")
+        for col in ("when", "backup", "restore point", "duration", "result"):
+            table.add_column(col, overflow="fold")
+        for path in restores:
+            ev = json.loads(path.read_text())
+            result = ev["result"] if ev["result"] == "pass" else f"{ev['result']}: {ev.get('detail', '')[:120]}"
+            table.add_row(ev["when"], ev["backup_label"], ev.get("restore_point", ""), f"{ev['duration_s']}s", result)
         console.print(table)
     waivers = EVIDENCE_DIR / "waivers.json"
     if waivers.exists():

@@ -156,6 +156,8 @@ def up_steps() -> list[Step]:
         Step("inventory", _inventory),
         *(_playbook_step(pb) for pb in PLAYBOOKS),
         *_keys_steps(),
+        *_data_steps(),
+        *_backup_steps(),
         *_app_steps(),
     ]
 
@@ -269,6 +271,52 @@ def status_rows() -> list[dict[str, str]]:
             "pid": str(state.nspawn.get(h.name, "")) if running else "",
         })  # fmt: skip
     return rows
+
+
+# --- data: PostgreSQL on db-1 (billkit.lab.data) --------------------------------------------
+
+POSTGRESQL = Playbook("postgresql.yml", "PostgreSQL 15 on db-1 (TLS, pgaudit, encrypted volume)", ("postgresql",))
+
+
+def _data_prepare(state: LabState, progress: Progress) -> None:
+    from billkit.lab import data
+
+    for change in data.prepare(progress):
+        console.print(f"    {change}")
+
+
+def _data_engine(state: LabState, progress: Progress) -> None:
+    from billkit.lab import data
+
+    for change in data.configure_engine(progress):
+        console.print(f"    {change}")
+
+
+def _data_steps() -> list[Step]:
+    return [
+        Step("data: db-1 certificate, volume key and Vault login, role variables", _data_prepare),
+        _playbook_step(POSTGRESQL),
+        Step("data: Vault database secrets engine on db-1", _data_engine),
+    ]
+
+
+# --- backup: encrypted pgBackRest backups and Vault raft snapshots (billkit.lab.backups) ---------
+
+BACKUP = Playbook("backup.yml", "backup store, pgBackRest with WAL archiving, raft snapshots", ("backup",))
+
+
+def _backup_prepare(state: LabState, progress: Progress) -> None:
+    from billkit.lab import backups
+
+    for change in backups.prepare(progress):
+        console.print(f"    {change}")
+
+
+def _backup_steps() -> list[Step]:
+    return [
+        Step("backup: store bundle, certificate, agent token, snapshot key", _backup_prepare),
+        _playbook_step(BACKUP),
+    ]
 
 
 # --- app and edge: the billing app on app-1/app-2 behind the WAF on edge-1 (billkit.lab.app) ---------

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -294,19 +295,24 @@ def root_session(cluster: Cluster, progress: Progress = _quiet) -> Iterator[hvac
     The initial root token (fresh clusters) is used once then revoked; later sessions generate a
     root token, trade it at once for a 15-minute orphan root token, and revoke the generated one.
     """
-    material = cluster.keystore.load()
-    if material.root_token:
-        base = material.root_token
-        material.root_token = None  # forgotten whatever happens next: revoked below
-        cluster.keystore.save(material)
-    else:
-        progress("generating a root token (administrator MFA + 3 of 5 key shares)")
-        base = generate_root(cluster)
-    try:
-        c = cluster.active_client(base)
-        token = c.auth.token.create_orphan(policies=["root"], ttl=ROOT_TTL, renewable=False)["auth"]["client_token"]
-    finally:
-        revoke_token(cluster, base)
+    # One generation at a time per key store: Vault runs one generate-root at a time, and two
+    # processes must not spend the same administrator TOTP step.
+    cluster.keystore.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with (cluster.keystore.folder / "root-session.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        material = cluster.keystore.load()
+        if material.root_token:
+            base = material.root_token
+            material.root_token = None  # forgotten whatever happens next: revoked below
+            cluster.keystore.save(material)
+        else:
+            progress("generating a root token (administrator MFA + 3 of 5 key shares)")
+            base = generate_root(cluster)
+        try:
+            c = cluster.active_client(base)
+            token = c.auth.token.create_orphan(policies=["root"], ttl=ROOT_TTL, renewable=False)["auth"]["client_token"]
+        finally:
+            revoke_token(cluster, base)
     try:
         yield cluster.active_client(token)
     finally:

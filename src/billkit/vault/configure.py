@@ -8,6 +8,7 @@ a contract with the app: mount ``transit``, keys ``pan``, ``pii``, ``lookup-hmac
 
 from __future__ import annotations
 
+import base64
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -472,6 +473,13 @@ def operator_login(c: hvac.Client, username: str, password: str, totp_code: str)
 
 # --- database secrets engine (PostgreSQL) -------------------------------------------------------
 
+# Vault's database roles (database/creds/<role>) and the NOLOGIN group role each credential joins.
+DB_APP = BILLING_APP  # billing_app: the app's data
+DB_TOKENIZER = "billing-tokenizer"  # billing_tokenizer: the card-vault schema only
+DB_MIGRATE = "billing-migrate"  # billing_owner via SET ROLE: migrations, short-lived
+DB_AUDITOR = "auditor"  # billing_auditor: read-only
+MIGRATE_TTL = 15 * 60
+
 
 @dataclass(frozen=True)
 class Database:
@@ -483,12 +491,28 @@ class Database:
     sslrootcert: str  # path on the Vault nodes of the CA that signed the server's certificate
     app_group: str = "billing_app"  # group role holding the app's grants
     auditor_group: str = "billing_auditor"
+    tokenizer_group: str = "billing_tokenizer"
+    owner_role: str = "billing_owner"  # NOLOGIN owner of the schema; migrations SET ROLE to it
+
+    def roles(self, settings: Settings) -> tuple[tuple[str, str, bool, int, int], ...]:
+        """(Vault role, group role, inherit, default TTL, max TTL) for every dynamic credential.
+
+        The migration credential does not inherit the owner's rights: it must ``SET ROLE`` to it, so
+        every object it creates belongs to the owner and the credential can always be dropped.
+        """
+        ttl, max_ttl = settings.db_default_ttl, settings.db_max_ttl
+        return (
+            (DB_APP, self.app_group, True, ttl, max_ttl),
+            (DB_TOKENIZER, self.tokenizer_group, True, ttl, max_ttl),
+            (DB_MIGRATE, self.owner_role, False, MIGRATE_TTL, min(HOUR, max_ttl)),
+            (DB_AUDITOR, self.auditor_group, True, ttl, max_ttl),
+        )
 
 
-def creation_statements(group: str) -> list[str]:
+def creation_statements(group: str, inherit: bool = True) -> list[str]:
     return [
         "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}' "
-        "NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION INHERIT;",
+        f"NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION {'INHERIT' if inherit else 'NOINHERIT'};",
         f'GRANT "{group}" TO "{{{{name}}}}";',
     ]
 
@@ -503,25 +527,67 @@ def ensure_database(c: hvac.Client, db: Database, settings: Settings, changes: l
     """Dynamic PostgreSQL credentials; the admin password is rotated at once so no one knows it."""
     ensure_mount(c, DATABASE, "database", changes, description="dynamic PostgreSQL credentials")
     path = f"{DATABASE}/config/{DB_CONNECTION}"
-    if _get(c, path) is None:
+    roles = db.roles(settings)
+    allowed = [r[0] for r in roles]
+    current = _get(c, path)
+    if current is None:
         url = (
             f"postgresql://{{{{username}}}}:{{{{password}}}}@{db.host}:{db.port}/{db.dbname}"
             f"?sslmode=verify-full&sslrootcert={db.sslrootcert}"
         )
         _post(c, path, {
             "plugin_name": "postgresql-database-plugin", "connection_url": url, "username": db.admin_user,
-            "password": db.admin_password, "allowed_roles": [BILLING_APP, "auditor"],
+            "password": db.admin_password, "allowed_roles": allowed,
             "password_authentication": "scram-sha-256", "verify_connection": True,
             "max_open_connections": 4, "max_connection_lifetime": "5m",
         })  # fmt: skip
         _post(c, f"{DATABASE}/rotate-root/{DB_CONNECTION}")
         changes.append(f"database connection {DB_CONNECTION} (admin password rotated)")
-    for role, group in ((BILLING_APP, db.app_group), ("auditor", db.auditor_group)):
+    elif not set(allowed) <= set(current.get("allowed_roles") or []):
+        _post(c, path, {"allowed_roles": sorted(set(allowed) | set(current.get("allowed_roles") or []))})
+        changes.append(f"database connection {DB_CONNECTION} allowed roles")
+    for role, group, inherit, ttl, max_ttl in roles:
         converge(c, f"{DATABASE}/roles/{role}", {
-            "db_name": DB_CONNECTION, "creation_statements": creation_statements(group),
-            "revocation_statements": REVOCATION, "default_ttl": settings.db_default_ttl,
-            "max_ttl": settings.db_max_ttl,
+            "db_name": DB_CONNECTION, "creation_statements": creation_statements(group, inherit),
+            "revocation_statements": REVOCATION, "default_ttl": ttl, "max_ttl": max_ttl,
         }, changes)  # fmt: skip
+
+
+# --- a host's encrypted volume: its key in KV, read by the host itself (cert auth) ---------------
+
+CERT_AUTH = "cert"
+VOLUME_KEYS = "volumes"  # KV v2 folder: secret/data/volumes/<host>
+
+
+def volume_key_path(host: str) -> str:
+    return f"{KV}/data/{VOLUME_KEYS}/{host}"
+
+
+def ensure_volume_identity(c: hvac.Client, host: str, address: str, ca_pem: str, changes: list[str],
+                           token_ttl: int = 5 * 60) -> None:  # fmt: skip
+    """The volume key of one host (32 random bytes, made once, never re-made) and the host's login.
+
+    The host logs in with its own PKI certificate (cert auth: common name = host name, chain to
+    ``ca_pem``, only from its address) and gets a 5-minute token whose only right is reading that key.
+    """
+    ensure_kv(c, changes)
+    path = volume_key_path(host)
+    if _get(c, path) is None:
+        # cas=0: written only if absent, so a race never replaces a key that encrypts data.
+        _post(c, path, {"options": {"cas": 0}, "data": {"key": base64.b64encode(secrets.token_bytes(32)).decode()}})
+        changes.append(f"volume key of {host}")
+    policy = f"volume-{host}"
+    text = f'# {host} reads its data volume key (EAR-01).\npath "{path}" {{\n  capabilities = ["read"]\n}}\n'
+    current = _get(c, f"sys/policies/acl/{policy}")
+    if current is None or current.get("policy", "").strip() != text.strip():
+        c.sys.create_or_update_acl_policy(policy, text)
+        changes.append(f"policy {policy}")
+    ensure_auth(c, CERT_AUTH, "cert", changes, description="host identities (PKI certificates)")
+    converge(c, f"auth/{CERT_AUTH}/certs/{host}", {
+        "certificate": ca_pem, "allowed_common_names": [host], "token_policies": [policy],
+        "token_bound_cidrs": [address], "token_ttl": token_ttl, "token_max_ttl": token_ttl,
+        "token_no_default_policy": True, "token_type": "service",
+    }, changes)  # fmt: skip
 
 
 # --- KV: secrets the platform itself needs ----------------------------------------------------

@@ -1,0 +1,175 @@
+"""The lab's data tier: PostgreSQL on db-1, what `billkit up` does around the postgresql role.
+
+1. ``prepare``: in Vault (a root session only when something is due), db-1's volume key and its
+   cert-auth login (EAR-01), db-1's server certificate from ``pki_int`` (ENC-02, ENC-05: 24 hours,
+   re-issued by any ``up`` once half of its lifetime has passed), staged on the controller; then the
+   role's variables (port from the topology, Vault addresses, the loop image, Vault's first admin
+   password) as group_vars next to the generated inventory.
+2. the ``postgresql.yml`` playbook installs and configures the server on its encrypted volume.
+3. ``configure_engine``: the database secrets engine against db-1 (verify-full TLS), its admin
+   password rotated at once; the dynamic roles billing-app, billing-tokenizer, billing-migrate, auditor.
+
+Both Vault steps keep a fingerprint of their inputs in the cluster's key store, so a warm ``up``
+needs no root token at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import random
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import hvac
+import hvac.exceptions
+import requests
+import yaml
+
+from billkit.lab.state import LAB_DIR
+from billkit.vault import configure
+from billkit.vault import lab as vault_lab
+from billkit.vault.bootstrap import VaultError, root_session
+from billkit.vault.configure import MFAError
+from billkit.vault.deploy import open_cluster
+from billkit.vault.pki import needs_renewal, write_private
+from billkit.vault.server import lab_nodes
+from infra.topology import POSTGRES, LabHost, hosts_of
+
+Progress = Callable[[str], None]
+
+DATA_DIR = LAB_DIR / "db"
+TLS_STAGING = DATA_DIR / "tls"  # <host>/server.pem (leaf + chain), <host>/server.key, ca.pem
+ADMIN_PASSWORD = DATA_DIR / "vault-admin.initial"  # Vault's first admin password; rotated by Vault at once
+VOLUME_IMAGE = "/srv/pgvol.img"  # on db-1's own disk: ciphertext only
+VOLUME_SIZE = "1G"  # sparse
+# Where the Vault nodes keep the CA that signed db-1's chain (the openbao role's openbao_tls_ca).
+VAULT_NODE_CA = "/etc/openbao/tls/ca.pem"
+# Re-issue db-1's certificate once half of its lifetime has passed.
+CERT_RENEW_FRACTION = 0.5
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def db_host() -> LabHost:
+    return hosts_of("db")[0]
+
+
+def cert_path(h: LabHost) -> Path:
+    return TLS_STAGING / h.name / "server.pem"
+
+
+def cert_due(path: Path) -> bool:
+    """Re-issue a certificate that is missing, unreadable, or past half of its lifetime."""
+    return needs_renewal(path, CERT_RENEW_FRACTION)
+
+
+def admin_password() -> str:
+    """Vault's first password for its admin role (made once, 0600); useless once Vault rotated it."""
+    if not ADMIN_PASSWORD.exists():
+        write_private(ADMIN_PASSWORD, secrets.token_urlsafe(32).encode())
+    return ADMIN_PASSWORD.read_text(encoding="ascii").strip()
+
+
+def lab_database() -> configure.Database:
+    h = db_host()
+    return configure.Database(h.address, POSTGRES, "billing", "vault_admin", admin_password(), VAULT_NODE_CA)
+
+
+@contextlib.contextmanager
+def lab_root_session(progress: Progress = _quiet, attempts: int = 4) -> Iterator[hvac.Client]:
+    """A root session on the lab's Vault, retried when making the token fails.
+
+    Several engineers' tools share one lab: two root-token generations at once cancel each other
+    (one attempt at a time) or reuse the administrator's TOTP step; a later try succeeds.
+    """
+    cluster, _ = open_cluster(lab_nodes(), vault_lab.state())
+    with contextlib.ExitStack() as stack:
+        c: hvac.Client | None = None
+        for attempt in range(1, attempts + 1):
+            try:
+                c = stack.enter_context(root_session(cluster, progress))
+                break
+            except (VaultError, MFAError, OSError, hvac.exceptions.VaultError, requests.RequestException) as exc:
+                if attempt == attempts:
+                    raise VaultError(f"no root token after {attempts} attempts ({exc}); retry `billkit up`") from exc
+                progress(f"making a root token failed ({type(exc).__name__}: {exc}); retrying")
+                time.sleep(3 + 4 * random.random())  # noqa: S311 - jitter, not a secret
+        assert c is not None  # noqa: S101 - the loop either breaks with a client or raises
+        yield c
+
+
+def _fingerprint(*parts: object) -> str:
+    return hashlib.sha256(repr(parts).encode()).hexdigest()
+
+
+def write_group_vars() -> bool:
+    """The postgresql role's variables for the lab (db-1); True if they changed."""
+    body = {
+        "postgresql_port": POSTGRES,
+        "postgresql_tls_src_dir": str(TLS_STAGING),
+        "postgresql_volume_image": VOLUME_IMAGE,
+        "postgresql_volume_image_size": VOLUME_SIZE,
+        "postgresql_volume_vault_addrs": [n.api_addr for n in lab_nodes()],
+        "postgresql_vault_admin_password": admin_password(),
+    }
+    text = "# Generated by `billkit up` (billkit.lab.data): do not edit.\n" + yaml.safe_dump(body, sort_keys=True)
+    target = LAB_DIR / "group_vars" / "role_db.yml"
+    if target.exists() and target.read_text(encoding="utf-8") == text:
+        return False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_private(target, text.encode())
+    return True
+
+
+def prepare(progress: Progress = _quiet) -> list[str]:
+    """db-1's certificate, volume key and Vault login; the role's group_vars. Returns what changed."""
+    changes: list[str] = []
+    h = db_host()
+    cluster, root = open_cluster(lab_nodes(), vault_lab.state())
+    TLS_STAGING.mkdir(parents=True, exist_ok=True, mode=0o700)
+    ca = TLS_STAGING / "ca.pem"
+    if not ca.exists() or ca.read_text(encoding="ascii") != root.pem:
+        ca.write_text(root.pem, encoding="ascii")
+    wanted = _fingerprint(h, Path(configure.__file__).read_bytes())
+    material = cluster.keystore.load()
+    due = cert_due(cert_path(h))
+    if material.extra.get("data_identity_fingerprint") != wanted or due:
+        with lab_root_session(progress) as c:
+            progress(f"{h.name}: volume key, cert-auth login, server certificate")
+            intermediate = c.adapter.get(f"/v1/{configure.PKI}/cert/ca")["data"]["certificate"]
+            configure.ensure_volume_identity(c, h.name, h.address, intermediate, changes)
+            if configure.ensure_host_cert(c, h.name, cert_path(h), cert_path(h).with_name("server.key"),
+                                          (h.name,), (h.address,), CERT_RENEW_FRACTION):  # fmt: skip
+                changes.append(f"server certificate of {h.name} from the PKI engine")
+        material = cluster.keystore.load()
+        material.extra["data_identity_fingerprint"] = wanted
+        cluster.keystore.save(material)
+    if write_group_vars():
+        changes.append("group_vars/role_db.yml")
+    return changes
+
+
+def configure_engine(progress: Progress = _quiet) -> list[str]:
+    """The database secrets engine against db-1 (after the playbook); a root session only when needed."""
+    changes: list[str] = []
+    db = lab_database()
+    settings = configure.lab_settings()
+    wanted = _fingerprint(db.host, db.port, db.dbname, db.admin_user, db.roles(settings),
+                          configure.creation_statements("x"), configure.REVOCATION)  # fmt: skip
+    cluster, _ = open_cluster(lab_nodes(), vault_lab.state())
+    material = cluster.keystore.load()
+    if material.extra.get("data_engine_fingerprint") == wanted:
+        progress("database secrets engine unchanged since the last run: no root token needed")
+        return changes
+    with lab_root_session(progress) as c:
+        progress("database secrets engine against db-1")
+        configure.ensure_database(c, db, settings, changes)
+    material = cluster.keystore.load()
+    material.extra["data_engine_fingerprint"] = wanted
+    cluster.keystore.save(material)
+    return changes
