@@ -8,6 +8,7 @@ deletes the whole lab state (base image, apt cache, host disks) to time a fresh 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import subprocess
 import sys
@@ -19,7 +20,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT))
 
 from billkit.lab import hosts  # noqa: E402
-from billkit.lab.state import LAB_DIR, load_state  # noqa: E402
+from billkit.lab.state import LAB_DIR, LOG_DIR, load_state  # noqa: E402
 from infra.topology import lab_hosts  # noqa: E402
 
 
@@ -53,6 +54,27 @@ def lab_memory_mib() -> dict[str, float]:
     return out
 
 
+def layer_of(step: str) -> str:
+    """The lab layer a step of `up` belongs to (by its name or the playbook it applies)."""
+    for prefix, layer in (("vault:", "keys (OpenBao)"), ("playbook openbao", "keys (OpenBao)"),
+                          ("data:", "data (PostgreSQL)"), ("playbook postgresql", "data (PostgreSQL)"),
+                          ("backup:", "backups"), ("playbook backup", "backups"),
+                          ("app:", "app and WAF"), ("playbook billing_app", "app and WAF"),
+                          ("playbook waf", "app and WAF")):  # fmt: skip
+        if step.startswith(prefix):
+            return layer
+    return "hosts and hardening"
+
+
+def per_layer() -> dict[str, float]:
+    """Seconds the last `up` spent per layer (from the timings `up` records)."""
+    timings = json.loads((LOG_DIR / "up-timings.json").read_text())
+    out: dict[str, float] = {}
+    for step, seconds in timings.items():
+        out[layer_of(step)] = out.get(layer_of(step), 0.0) + seconds
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--cold", action="store_true", help="delete the lab's state first and time a cold up")
@@ -63,9 +85,13 @@ def main() -> None:
         billkit("down", "--purge")
         shutil.rmtree(LAB_DIR, ignore_errors=True)
         figures["cold up (no base image, no apt cache)"] = f"{billkit('up'):.0f} s"
+        for layer, seconds in per_layer().items():
+            figures[f"  cold, {layer}"] = f"{seconds:.0f} s"
     else:
         billkit("up")
     figures["warm up (nothing to change)"] = f"{billkit('up'):.0f} s"
+    for layer, seconds in per_layer().items():
+        figures[f"  warm, {layer}"] = f"{seconds:.0f} s"
     time.sleep(5)
     mem = lab_memory_mib()
     for name, mib in mem.items():

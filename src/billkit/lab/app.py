@@ -1,14 +1,18 @@
-"""The app tier and the edge in the lab: what `billkit up` does around the waf and billing_app roles.
+"""The app tier and the edge in the lab: what `billkit up` does around the billing_app and waf roles.
 
-1. ``prepare``: service certificates from the PKI engine for edge-1 and the app hosts (issued
-   under a short-lived root token only when one is missing or past two thirds of its life), the
-   app's wheelhouse built from the lock file, and the roles' variables (ports from the topology)
-   as group_vars next to the generated inventory.
-2. the ``billing_app.yml`` playbook installs the app hosts (venv from the wheelhouse, sandboxed
-   unit, certificates, AppRole role ID); ``waf.yml`` installs edge-1.
-3. ``deliver``: every app host whose service is not running the installed release gets a new
-   response-wrapped secret ID (single use, short TTL) and a restart; the app unwraps it once at
-   start and keeps the secret ID in memory only.
+1. ``build_wheelhouse``: the app as a wheel plus its runtime dependencies' wheels, pinned to uv.lock
+   (hosts never reach a package index), rebuilt only when the lock or the app changes.
+2. ``prepare``: service certificates from the PKI engine for edge-1 and the app hosts (a short-lived
+   root token is made only when one is missing or past two thirds of its life), the AppRole role
+   IDs, the session-signing key, and the roles' variables (ports from the topology) as group_vars
+   next to the generated inventory; ``migrate_and_bootstrap``: the migrations (as the schema owner,
+   with a 15-minute dynamic login) and the first admin, once.
+3. the ``billing_app.yml`` playbook installs the app hosts (venv from the wheelhouse, sandboxed
+   unit, certificate, role IDs); the unit is enabled but started only by the next step.
+4. ``deliver``: every app host whose service is not running, whose release or settings changed, or
+   whose secret ID is due for renewal gets two new response-wrapped secret IDs (single use,
+   10-minute TTL) and a restart; the app unwraps them once at start and keeps them in memory only.
+5. the ``waf.yml`` playbook installs edge-1 in front of both app hosts.
 """
 
 from __future__ import annotations

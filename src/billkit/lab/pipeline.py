@@ -196,7 +196,9 @@ def _keys_steps() -> list[Step]:
     ]
 
 
-def run_steps(steps: list[Step], state: LabState) -> None:
+def run_steps(steps: list[Step], state: LabState) -> dict[str, float]:
+    """Run ``steps`` in order with live progress; return each step's duration in seconds."""
+    timings: dict[str, float] = {}
     for step in steps:
         start = time.monotonic()
         with console.status(f"[bold]{step.name}[/bold]") as status:
@@ -210,7 +212,9 @@ def run_steps(steps: list[Step], state: LabState) -> None:
                 raise
             except Exception as exc:  # an unexpected failure still names its step
                 raise StepError(f"{step.name}: {type(exc).__name__}: {exc}") from exc
-        console.print(f"[green]✓[/green] {step.name} [dim]({time.monotonic() - start:.1f}s)[/dim]")
+        timings[step.name] = round(time.monotonic() - start, 1)
+        console.print(f"[green]✓[/green] {step.name} [dim]({timings[step.name]:.1f}s)[/dim]")
+    return timings
 
 
 def up() -> LabState:
@@ -223,7 +227,9 @@ def up() -> LabState:
             console.print("another `billkit up` is running on this lab: waiting for it to finish")
             fcntl.flock(lock, fcntl.LOCK_EX)
         state = load_state()
-        run_steps(up_steps(), state)
+        timings = run_steps(up_steps(), state)
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
+        (LOG_DIR / "up-timings.json").write_text(json.dumps(timings, indent=2), encoding="utf-8")  # for bench/lab.py
         return state
 
 
