@@ -199,6 +199,16 @@ class RestoreEvidence:
     result: str = "fail"
     detail: str = ""
 
+    def compare(self, expected: dict[str, Any], got: dict[str, Any]) -> None:
+        """Record each table's (row count, checksum) on the primary and the restored copy, and the verdict."""
+        self.tables = {t: {"primary": expected.get(t), "restored": got.get(t)} for t in sorted(expected | got)}
+        if got == expected:
+            self.result = "pass"
+            self.detail = f"{len(got)} tables, {sum(v[0] for v in got.values())} rows identical"
+        else:
+            self.result = "fail"
+            self.detail = "tables differ: " + ", ".join(t for t in self.tables if expected.get(t) != got.get(t))
+
     def save(self, folder: Path) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"restore-test-{self.when.replace(':', '')}.json"
@@ -252,14 +262,7 @@ def restore_test(
         brest.restore(str(scratch_dir), f"--set={latest['label']}", "--type=name", f"--target={point}",
                       "--target-action=promote")  # fmt: skip
         handle = start_scratch(scratch_dir)
-        got = table_fingerprints(scratch_dsn(handle))
-        evidence.tables = {t: {"primary": expected.get(t), "restored": got.get(t)} for t in sorted(expected | got)}
-        if got == expected:
-            evidence.result = "pass"
-            evidence.detail = f"{len(got)} tables, {sum(v[0] for v in got.values())} rows identical"
-        else:
-            diff = [t for t in evidence.tables if expected.get(t) != got.get(t)]
-            evidence.detail = f"tables differ: {', '.join(diff)}"
+        evidence.compare(expected, table_fingerprints(scratch_dsn(handle)))
     except Exception as exc:
         evidence.detail = f"{type(exc).__name__}: {exc}"
         raise

@@ -499,13 +499,7 @@ def restore_test(progress: Progress = _quiet) -> RestoreEvidence:
                            "--target-action=promote")  # fmt: skip
         progress("comparing every table")
         got = all_fingerprints(store_host(), sorted({k.split(":", 1)[0] for k in expected}), socket_dir=data)
-        evidence.tables = {t: {"primary": expected.get(t), "restored": got.get(t)} for t in sorted(expected | got)}
-        if got == expected:
-            evidence.result = "pass"
-            evidence.detail = f"{len(got)} tables, {sum(v[0] for v in got.values())} rows identical"
-        else:
-            diff = [t for t in evidence.tables if expected.get(t) != got.get(t)]
-            evidence.detail = f"tables differ: {', '.join(diff)}"
+        evidence.compare(expected, got)
     except Exception as exc:
         evidence.detail = f"{type(exc).__name__}: {exc}"
         raise
