@@ -58,7 +58,9 @@ class DataEnv:
         return psycopg.connect(self.dsn(creds, **extra), autocommit=True)
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: the root session (15 minutes at most) must end, and its leases be
+# revoked, while the lab still runs (the session's last test takes the lab down).
+@pytest.fixture(scope="module")
 def db(lab_up: None) -> Iterator[DataEnv]:
     _, root = open_cluster(lab_nodes(), vault_lab.state())
     with data.lab_root_session() as c:
