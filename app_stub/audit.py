@@ -56,20 +56,14 @@ def configure_logging() -> None:
     log.propagate = True
 
 
-def _digest(prev: str, seq: int, at: str, actor: str, action: str, target: str, outcome: str, detail: Any) -> str:
-    body = json.dumps(
-        {
-            "seq": seq,
-            "at": at,
-            "actor": actor,
-            "action": action,
-            "target": target,
-            "outcome": outcome,
-            "detail": detail,
-        },
-        sort_keys=True,
-        separators=(",", ":"),
-    )
+def _record(seq: int, at: str, actor: str, action: str, target: str, outcome: str, detail: Any) -> dict[str, Any]:
+    """One event's chained fields: the same dict is hashed into the chain and written to the journal."""
+    return {"seq": seq, "at": at, "actor": actor, "action": action, "target": target, "outcome": outcome,
+            "detail": detail}  # fmt: skip
+
+
+def _digest(prev: str, record: dict[str, Any]) -> str:
+    body = json.dumps(record, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256((prev + body).encode()).hexdigest()
 
 
@@ -88,28 +82,14 @@ def append(
     seq, prev = (row[0] + 1, row[1]) if row else (1, GENESIS)
     at = now.astimezone(dt.UTC).isoformat(timespec="microseconds")
     detail = json.loads(json.dumps(detail, default=str))
-    h = _digest(prev, seq, at, actor, action, target, outcome, detail)
+    record = _record(seq, at, actor, action, target, outcome, detail)
+    h = _digest(prev, record)
     conn.execute(
         "INSERT INTO audit.events (seq, at, actor, action, target, outcome, detail, prev_hash, hash) "
         "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
         (seq, at, actor, action, target, outcome, json.dumps(detail), prev, h),
     )
-    log.info(
-        action,
-        extra={
-            "event": {
-                "type": "audit",
-                "seq": seq,
-                "at": at,
-                "actor": actor,
-                "action": action,
-                "target": target,
-                "outcome": outcome,
-                "detail": detail,
-                "hash": h,
-            }
-        },
-    )
+    log.info(action, extra={"event": {"type": "audit", **record, "hash": h}})
     return h
 
 
@@ -135,7 +115,7 @@ def verify(conn: psycopg.Connection[Any], expected_head: str | None = None) -> V
         if prev_hash != prev:
             problems.append(f"record {seq}: previous-hash link broken")
         at_s = at.astimezone(dt.UTC).isoformat(timespec="microseconds")
-        if _digest(prev_hash, seq, at_s, actor, action, target, outcome, detail) != h:
+        if _digest(prev_hash, _record(seq, at_s, actor, action, target, outcome, detail)) != h:
             problems.append(f"record {seq}: content does not match its hash (altered)")
         prev, expect_seq = h, seq + 1
     if expected_head is not None and prev != expected_head:
