@@ -60,6 +60,7 @@ class Settings:
     argon2_time_cost: int = 3  # argon2id, RFC 9106 low-memory profile
     argon2_memory_kib: int = 65536
     argon2_lanes: int = 4
+    argon2_concurrency: int = 4  # password hashes computed at once (each holds argon2_memory_kib)
     training_version: str = "2026.1"
     training_validity: dt.timedelta = dt.timedelta(days=365)
     issuer: str = "billkit"

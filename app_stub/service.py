@@ -13,10 +13,11 @@ import hmac
 import json
 import re
 import secrets
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, LiteralString
+from typing import Any, Literal, LiteralString
 
 import psycopg
 import pyotp
@@ -47,6 +48,32 @@ class AppError(Exception):
 
 def _bad(msg: str) -> AppError:
     return AppError(400, msg)
+
+
+class BoundedHasher(PasswordHasher):
+    """argon2id with at most ``slots`` hashes at once: each costs its memory (64 MiB in production), so
+    a flood of unauthenticated logins waits here (then gets 503) instead of exhausting the host's memory."""
+
+    def __init__(self, slots: int, wait_seconds: float = 10.0, **params: Any) -> None:
+        super().__init__(**params)
+        self._slots, self._wait = threading.BoundedSemaphore(slots), wait_seconds
+
+    @contextmanager
+    def _slot(self) -> Iterator[None]:
+        if not self._slots.acquire(timeout=self._wait):
+            raise AppError(503, "too many sign-ins at once: try again in a moment")
+        try:
+            yield
+        finally:
+            self._slots.release()
+
+    def hash(self, password: str | bytes, *, salt: bytes | None = None) -> str:
+        with self._slot():
+            return super().hash(password, salt=salt)
+
+    def verify(self, hash: str | bytes, password: str | bytes) -> Literal[True]:  # noqa: A002 - the base class's name
+        with self._slot():
+            return super().verify(hash, password)
 
 
 @dataclass
@@ -101,7 +128,8 @@ class Core:
         self.gateway = gateway
         self.hooks = Hooks()
         # argon2id; the defaults are RFC 9106's low-memory profile (t=3, 64 MiB, p=4)
-        self.ph = PasswordHasher(
+        self.ph = BoundedHasher(
+            settings.argon2_concurrency,
             time_cost=settings.argon2_time_cost,
             memory_cost=settings.argon2_memory_kib,
             parallelism=settings.argon2_lanes,
@@ -1182,6 +1210,38 @@ def bootstrap_admin(dsn: str, username: str, settings: Settings | None = None) -
         conn.execute("INSERT INTO staff.user_roles (user_id, role, granted_at) VALUES (%s, 'admin', %s)", (row[0], now))
         audit.append(conn, now, "system", "user.bootstrap_admin", f"user:{row[0]}", role="admin")
     return password
+
+
+def operator_approve_role_request(dsn: str, request_id: int, operator: str, settings: Settings | None = None) -> str:
+    """The second person when only one admin exists (after bootstrap): an operator holding the schema
+    owner's credentials approves a pending request, audited under their name. Returns the role granted."""
+    s = settings or Settings()
+    if not re.fullmatch(r"[a-z0-9_.-]{1,64}", operator):
+        raise _bad("operator name must be 1-64 characters: lowercase letters, digits, '.', '_' or '-'")
+    now = s.clock()
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            "SELECT user_id, role, requested_by, requested_at FROM staff.role_requests WHERE id = %s "
+            "AND outcome IS NULL FOR UPDATE",
+            (request_id,),
+        ).fetchone()
+        if row is None:
+            raise AppError(404, f"no pending role request {request_id}: list them in the app or staff.role_requests")
+        if row[3] + s.role_request_ttl < now:
+            raise AppError(409, f"role request {request_id} expired: file a new one")
+        conn.execute(
+            "UPDATE staff.role_requests SET outcome = 'approved', decided_at = %s WHERE id = %s", (now, request_id)
+        )
+        conn.execute(
+            "INSERT INTO staff.user_roles (user_id, role, granted_by, granted_at) VALUES (%s, %s, %s, %s) "
+            "ON CONFLICT DO NOTHING",
+            (row[0], row[1], row[2], now),
+        )
+        conn.execute("DELETE FROM staff.sessions WHERE user_id = %s", (row[0],))
+        audit.append(
+            conn, now, f"operator:{operator}", "role.approve", f"user:{row[0]}", role=row[1], request=request_id
+        )
+    return str(row[1])
 
 
 def _b32(n: int) -> str:

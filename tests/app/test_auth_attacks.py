@@ -172,3 +172,22 @@ def test_locked_and_unknown_accounts_answer_alike(env: Env) -> None:
     StaffClient(env, env.client(), 0, "real3").login("Wrong-password-1")
     known = time.perf_counter() - t0
     assert 0.3 < unknown / known < 3, (unknown, known)
+
+
+@pytest.mark.control("HRD-03")
+def test_a_flood_of_logins_waits_for_a_hashing_slot_then_gets_503(env: Env) -> None:
+    """Each argon2id hash holds its memory: unauthenticated clients cannot make the app hash without bound."""
+    env.staff("busy", "auditor")
+    hasher = env.core.ph
+    hasher._wait = 0.2
+    taken = 0
+    while hasher._slots.acquire(blocking=False):
+        taken += 1
+    try:
+        assert taken == env.settings.argon2_concurrency
+        r = StaffClient(env, env.client(), 0, "busy").login()
+        assert r.status_code == 503 and "try again" in r.json()["detail"]
+    finally:
+        for _ in range(taken):
+            hasher._slots.release()
+    assert StaffClient(env, env.client(), 0, "busy").login().status_code == 200

@@ -131,3 +131,22 @@ def test_disabled_accounts_cannot_log_in_and_lose_their_sessions(env: Env) -> No
     actions = audit_actions(env)
     assert ("user.disable", f"user:{c.uid}", "ok") in actions
     assert ("auth.login", f"user:{c.uid}", "refused-disabled") in actions
+
+
+@pytest.mark.control("RBAC-02", "LOG-07")
+def test_with_one_admin_an_operator_is_the_second_person(
+    env: Env, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app_stub.__main__ import main
+
+    a = env.staff("admin-a", "admin")
+    c = env.staff("carol", "billing_clerk")
+    rid = grant(a, c.uid, "payment_processor").json()["request_id"]  # type: ignore[attr-defined]
+    monkeypatch.setenv("BILLKIT_APP_OWNER_DATABASE_URL", env.services.owner_dsn(env.dbname))
+    assert main(["approve-role-request", str(rid), "--operator", "ops.jane"]) == 0
+    assert main(["approve-role-request", str(rid), "--operator", "ops.jane"]) == 1  # once only
+    assert "no pending role request" in capsys.readouterr().err
+    assert roles_of(env, c.uid) == {"billing_clerk", "payment_processor"}
+    with env.owner() as conn:
+        actor = conn.execute("SELECT actor FROM audit.events WHERE action = 'role.approve'").fetchone()
+    assert actor == ("operator:ops.jane",)
