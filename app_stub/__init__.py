@@ -1,6 +1,6 @@
 """billkit's reference billing app: how billing software uses the kit's controls.
 
-FastAPI + psycopg 3 + Jinja2. Start it with ``uvicorn --factory app_stub.web:create_app``
+FastAPI + psycopg 3 + Jinja2. Start it with ``uvicorn --factory app_stub.main:create_app``
 and ``BILLKIT_APP_*`` settings (``app_stub.config``); operator commands: ``python -m app_stub``.
 
 What it expects of Vault (OpenBao) — ``app_stub.vault_setup.ensure_vault`` creates it:

@@ -32,7 +32,7 @@ from app_stub.gateway import FakeGateway  # noqa: E402
 from app_stub.rewrap import rewrap_all  # noqa: E402
 from app_stub.service import Core, Staff  # noqa: E402
 from app_stub.tokenization import validate_card  # noqa: E402
-from app_stub.web import build_core  # noqa: E402
+from app_stub.main import build_core  # noqa: E402
 from billkit.localsvc import openbao, postgres  # noqa: E402
 
 CUSTOMER = {

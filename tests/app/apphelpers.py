@@ -22,8 +22,8 @@ from app_stub import db
 from app_stub import vault_setup as vs
 from app_stub.config import Settings
 from app_stub.gateway import FakeGateway
+from app_stub.main import create_app
 from app_stub.service import Core
-from app_stub.web import create_app
 from billkit.localsvc import BaoServer, PostgresServer, openbao, postgres
 
 TEMPLATE = "billkit_app_template"

@@ -265,7 +265,7 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp
     monkeypatch.setenv("BILLKIT_APP_SESSION_SECRET_FILE", str(tmp_path / "missing"))
     with pytest.raises(SettingsError, match="SESSION_SECRET_FILE: cannot read"):
         Settings.from_env()
-    from app_stub.web import create_app
+    from app_stub.main import create_app
 
     with pytest.raises(SettingsError):
         create_app()  # the factory refuses to build an unsafe app

@@ -14,16 +14,19 @@ _ENDPOINTS: list[tuple[str, str, str]] = []
 
 def endpoints() -> list[tuple[str, str, str]]:
     if not _ENDPOINTS:
-        from fastapi.routing import APIRoute
+        from fastapi import FastAPI
 
-        from app_stub import web
+        from app_stub.api.deps import GuardedRoute
+        from app_stub.main import include_routers
 
-        probe = web.FastAPI()
-        web._api_routes(probe, None)  # type: ignore[arg-type]  # routes only; never called
-        for r in probe.routes:
-            if isinstance(r, APIRoute) and r.openapi_extra and "x-permission" in r.openapi_extra:
+        probe = FastAPI()
+        include_routers(probe)  # the app's own routers, without services (never called)
+        # included routers appear as one entry each: their routes are the ones that carry the permission
+        routes = [r for e in probe.routes for r in (e.original_router.routes if hasattr(e, "original_router") else [e])]
+        for r in routes:
+            if isinstance(r, GuardedRoute) and r.permission is not None and r.path.startswith("/api/"):
                 for m in sorted(r.methods):
-                    _ENDPOINTS.append((m, r.path, r.openapi_extra["x-permission"]))
+                    _ENDPOINTS.append((m, r.path, str(r.permission)))
     return _ENDPOINTS
 
 

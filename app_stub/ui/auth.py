@@ -1,0 +1,123 @@
+"""Sign-in pages: password, TOTP (or enrolment and recovery codes), password change, logout."""
+
+import hmac
+import secrets
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from app_stub.api.deps import (
+    LOGIN_CSRF,
+    CoreDep,
+    GuardedRoute,
+    PendingSession,
+    clear_session_cookie,
+    renewed,
+    set_session_cookie,
+)
+from app_stub.service import AppError
+from app_stub.ui.templating import page
+
+router = APIRouter(include_in_schema=False, route_class=GuardedRoute)
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_form(request: Request, core: CoreDep) -> Response:
+    token = secrets.token_urlsafe(32)
+    resp = page(request, "login.html", csrf=token)
+    resp.set_cookie(LOGIN_CSRF, token, httponly=True, secure=core.s.secure_cookies, samesite="strict", path="/")
+    return resp
+
+
+@router.post("/login")
+def login_post(
+    request: Request,
+    core: CoreDep,
+    username: Annotated[str, Form(max_length=64)],
+    password: Annotated[str, Form(max_length=256)],
+    csrf_token: Annotated[str, Form(max_length=100)],
+) -> Response:
+    expected = request.cookies.get(LOGIN_CSRF, "")
+    if not expected or not hmac.compare_digest(expected, csrf_token):
+        raise AppError(403, "CSRF token missing or wrong: reload the login page")
+    try:
+        cookie, sess = core.login(username, password)
+    except AppError as exc:
+        return page(request, "login.html", exc.status, csrf=expected, error=exc.message)
+    resp = RedirectResponse("/login/mfa" if sess.stage == "mfa" else "/mfa/enrol", status_code=303)
+    set_session_cookie(resp, cookie, core.s)
+    resp.delete_cookie(LOGIN_CSRF, path="/", secure=core.s.secure_cookies, httponly=True, samesite="strict")
+    return resp
+
+
+@router.get("/login/mfa", response_class=HTMLResponse)
+def mfa_form(request: Request, sess: PendingSession) -> Response:
+    return page(request, "mfa.html")
+
+
+@router.post("/login/mfa")
+def mfa_post(
+    request: Request, sess: PendingSession, core: CoreDep, code: Annotated[str, Form(max_length=40)]
+) -> Response:
+    try:
+        stage = core.verify_mfa(sess, code)
+    except AppError as exc:
+        return page(request, "mfa.html", exc.status, error=exc.message)
+    resp = RedirectResponse("/password" if stage == "password" else "/", status_code=303)
+    renewed(resp, sess, core.s)
+    return resp
+
+
+@router.get("/mfa/enrol", response_class=HTMLResponse)
+def enrol_form(request: Request, sess: PendingSession, core: CoreDep) -> Response:
+    if sess.stage != "enrol":
+        return RedirectResponse("/", status_code=303)
+    uri = core.start_enrolment(sess)
+    secret = uri.split("secret=")[1].split("&")[0]
+    return page(request, "enrol.html", uri=uri, secret=secret)
+
+
+@router.post("/mfa/enrol")
+def enrol_post(
+    request: Request, sess: PendingSession, core: CoreDep, code: Annotated[str, Form(max_length=40)]
+) -> Response:
+    try:
+        stage, codes = core.finish_enrolment(sess, code)
+    except AppError as exc:
+        return page(request, "error.html", exc.status, message=exc.message)
+    resp = page(request, "recovery.html", codes=codes, next="/password" if stage == "password" else "/")
+    renewed(resp, sess, core.s)
+    return resp
+
+
+@router.get("/password", response_class=HTMLResponse)
+def password_form(request: Request, sess: PendingSession) -> Response:
+    if sess.stage in ("mfa", "enrol"):  # the second factor comes first (MFA-01)
+        return RedirectResponse("/login/mfa" if sess.stage == "mfa" else "/mfa/enrol", status_code=303)
+    return page(request, "password.html")
+
+
+@router.post("/password")
+def password_post(
+    request: Request,
+    sess: PendingSession,
+    core: CoreDep,
+    old_password: Annotated[str, Form(max_length=256)],
+    new_password: Annotated[str, Form(max_length=256)],
+) -> Response:
+    try:
+        core.change_password(sess, old_password, new_password)
+    except AppError as exc:
+        return page(request, "password.html", exc.status, error=exc.message)
+    resp = RedirectResponse("/", status_code=303)
+    renewed(resp, sess, core.s)
+    return resp
+
+
+@router.post("/logout")
+def logout_post(request: Request, sess: PendingSession, core: CoreDep) -> Response:
+    core.logout(sess)
+    resp = RedirectResponse("/login", status_code=303)
+    clear_session_cookie(resp, core.s)
+    return resp
