@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         print("applied:", ", ".join(migrate(owner)) or "nothing (up to date)")
         return 0
     if args.cmd == "create-admin":
-        from app_stub.service import AppError, bootstrap_admin
+        from app_stub.services.staff import AppError, bootstrap_admin
 
         try:
             password = bootstrap_admin(owner, args.username)
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         print("security training before the admin role takes effect.")
         return 0
     if args.cmd == "approve-role-request":
-        from app_stub.service import AppError, operator_approve_role_request
+        from app_stub.services.staff import AppError, operator_approve_role_request
 
         try:
             role = operator_approve_role_request(owner, args.request_id, args.operator)

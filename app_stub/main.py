@@ -18,7 +18,7 @@ from app_stub.api.routes import auth, cards, customers, gdpr, invoices, ops, pay
 from app_stub.config import Settings, SettingsError
 from app_stub.crypto import Transit
 from app_stub.gateway import FakeGateway, PaymentGateway
-from app_stub.service import Core
+from app_stub.services import Services
 from app_stub.ui import auth as ui_auth
 from app_stub.ui import billing as ui_billing
 
@@ -45,7 +45,7 @@ def _unwrap(s: Settings, wrapping_token: str) -> str:
     return str(resp["data"]["secret_id"])
 
 
-def build_core(s: Settings, gateway: PaymentGateway | None = None) -> Core:
+def build_services(s: Settings, gateway: PaymentGateway | None = None) -> Services:
     s.validate()
     secret_id, processor_secret_id = s.vault_secret_id, s.vault_processor_secret_id
     if s.vault_secret_ids_wrapped:
@@ -60,23 +60,22 @@ def build_core(s: Settings, gateway: PaymentGateway | None = None) -> Core:
     tpool = db.make_pool(s.tokenizer_database_url, "tokenizer", 4, tcreds)
     transit = Transit(app_login, s.transit_mount)
     processor = Transit(_approle_factory(s, s.vault_processor_role_id, processor_secret_id), s.transit_mount)
-    return Core(s, pool, tpool, transit, processor, gateway or FakeGateway())
+    return Services.build(s, pool, tpool, transit, processor, gateway or FakeGateway())
 
 
 def create_app(settings: Settings | None = None, gateway: PaymentGateway | None = None) -> FastAPI:
     s = settings or Settings.from_env()
     audit.configure_logging()
-    core = build_core(s, gateway)
+    services = build_services(s, gateway)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
-        core.pool.close()
-        core.tokens.pool.close()
+        services.close()
 
     # OpenAPI is published at /openapi.json; the interactive docs are off (they load scripts from a CDN)
     app = FastAPI(title="billkit billing app", version="1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
-    app.state.core = core
+    app.state.services = services
     handlers.install(app)
     include_routers(app)
     return app

@@ -15,12 +15,6 @@ import re
 import secrets
 import string
 from dataclasses import dataclass
-from typing import Any
-
-from psycopg_pool import ConnectionPool
-
-from app_stub import vault_setup as vs
-from app_stub.crypto import Transit
 
 TOKEN_RE = re.compile(r"^tok_[a-z]{28}$")
 
@@ -98,45 +92,3 @@ def validate_card(number: str, exp_month: int, exp_year: int, today: dt.date) ->
 def new_token() -> str:
     """``tok_`` and 28 random lowercase letters: 131 bits, and no digit a card-number scanner could match."""
     return "tok_" + "".join(secrets.choice(string.ascii_lowercase) for _ in range(28))
-
-
-class TokenVault:
-    """The tokenization service: its own database role (card vault) and Vault identities."""
-
-    def __init__(self, pool: ConnectionPool, transit: Transit, processor: Transit) -> None:
-        self.pool = pool
-        self.transit = transit  # billing-app identity: encrypt with 'pan' only
-        self.processor = processor  # payment-processor identity: decrypt with 'pan'
-
-    def tokenize_many(self, cards: list[Card], now: dt.datetime) -> list[str]:
-        """Encrypt the numbers in one batched transit call and store them; return one token per card."""
-        cts = self.transit.encrypt(vs.KEY_PAN, [c.pan.encode() for c in cards])
-        tokens = [new_token() for _ in cards]
-        with self.pool.connection() as conn, conn.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO cardvault.pans (token, pan_ct, created_at) VALUES (%s, %s, %s)",
-                [(t, ct, now) for t, ct in zip(tokens, cts, strict=True)],
-            )
-        return tokens
-
-    def tokenize(self, card: Card, now: dt.datetime) -> str:
-        return self.tokenize_many([card], now)[0]
-
-    def detokenize(self, token: str) -> str:
-        """The card number behind ``token`` (payment-processor identity). Callers audit and gate this."""
-        if not TOKEN_RE.match(token):
-            raise CardError("not a card token")
-        with self.pool.connection() as conn:
-            row = conn.execute("SELECT pan_ct FROM cardvault.pans WHERE token = %s", (token,)).fetchone()
-        if row is None:
-            raise KeyError("unknown card token")
-        return self.processor.decrypt(vs.KEY_PAN, [row[0]])[0].decode()
-
-
-def token_details(conn: Any, token: str) -> dict[str, Any] | None:
-    row = conn.execute(
-        "SELECT token, brand, last4, exp_month, exp_year FROM billing.cards WHERE token = %s", (token,)
-    ).fetchone()
-    if row is None:
-        return None
-    return {"token": row[0], "brand": row[1], "last4": row[2], "exp_month": row[3], "exp_year": row[4]}

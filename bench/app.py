@@ -29,10 +29,10 @@ from app_stub import vault_setup as vs  # noqa: E402
 from app_stub.config import Settings  # noqa: E402
 from app_stub.crypto import Transit  # noqa: E402
 from app_stub.gateway import FakeGateway  # noqa: E402
+from app_stub.main import build_services  # noqa: E402
 from app_stub.rewrap import rewrap_all  # noqa: E402
-from app_stub.service import Core, Staff  # noqa: E402
+from app_stub.services import Services, Staff  # noqa: E402
 from app_stub.tokenization import validate_card  # noqa: E402
-from app_stub.main import build_core  # noqa: E402
 from billkit.localsvc import openbao, postgres  # noqa: E402
 
 CUSTOMER = {
@@ -61,7 +61,7 @@ def main() -> None:
         ids = vs.ensure_vault(root)
         app_pw, tok_pw = secrets.token_urlsafe(18), secrets.token_urlsafe(18)
         db.ensure_roles(pg.dsn(), app_pw, tok_pw)
-        cores: dict[str, Core] = {}
+        cores: dict[str, Services] = {}
         for mode in ("on", "off"):
             name = f"bench_{mode}"
             with psycopg.connect(pg.dsn(), autocommit=True) as conn:
@@ -80,7 +80,7 @@ def main() -> None:
                 vault_processor_secret_id=vs.new_secret_id(root, vs.POLICY_PROCESSOR),
                 pii_encryption=mode == "on",
             )
-            cores[mode] = build_core(s, FakeGateway())
+            cores[mode] = build_services(s, FakeGateway())
         staff = Staff(0, "bench", frozenset({"billing_clerk"}), frozenset({"billing_clerk"}), True)
         print(f"PostgreSQL 15 and OpenBao on loopback with TLS; {args.rounds} interleaved rounds of {args.n}\n")
 
@@ -91,7 +91,7 @@ def main() -> None:
             for m, core in cores.items():
                 t = time.perf_counter()
                 for i in range(50):
-                    cust[m].append(core.create_customer(staff, {**CUSTOMER, "email": f"c{i}@example.org"}))
+                    cust[m].append(core.customers.create_customer(staff, {**CUSTOMER, "email": f"c{i}@example.org"}))
                 times[m] += time.perf_counter() - t
         con, coff = rate(100, times["on"]), rate(100, times["off"])
         print(f"customer creation     on {con:8.1f}/s   off {coff:8.1f}/s   ratio {con / coff:.2f}")
@@ -103,26 +103,26 @@ def main() -> None:
                 core = cores[m]
                 t = time.perf_counter()
                 for i in range(args.n):
-                    core.create_invoice(staff, cust[m][i % len(cust[m])], "EUR", LINES)
+                    core.invoices.create_invoice(staff, cust[m][i % len(cust[m])], "EUR", LINES)
                 per[m].append(rate(args.n, time.perf_counter() - t))
         on, off = statistics.median(per["on"]), statistics.median(per["off"])
-        calls = cores["on"].transit.calls
+        calls = cores["on"].ctx.transit.calls
         print(f"invoice creation      on {on:8.1f}/s   off {off:8.1f}/s   ratio {on / off:.2f}  (goal >= 0.9)")
-        print(f"  Vault round trips of all on-mode invoices: {cores['on'].transit.calls - calls}")
+        print(f"  Vault round trips of all on-mode invoices: {cores['on'].ctx.transit.calls - calls}")
 
         # tokenization vs raw transit batch encryption
         core = cores["on"]
-        card = validate_card("4242424242424242", 12, 2031, core.now().date())
+        card = validate_card("4242424242424242", 12, 2031, core.auth.now().date())
         n = 300
         t = time.perf_counter()
         for _ in range(n):
-            core.tokens.tokenize(card, core.now())
+            core.cards.vault.tokenize(card, core.auth.now())
         single = rate(n, time.perf_counter() - t)
         t = time.perf_counter()
-        core.tokens.tokenize_many([card] * n, core.now())
+        core.cards.vault.tokenize_many([card] * n, core.auth.now())
         batched = rate(n, time.perf_counter() - t)
         t = time.perf_counter()
-        core.transit.encrypt(vs.KEY_PAN, [card.pan.encode()] * n)
+        core.ctx.transit.encrypt(vs.KEY_PAN, [card.pan.encode()] * n)
         raw = rate(n, time.perf_counter() - t)
         print(
             f"tokenization          one per call {single:8.1f}/s   batched {batched:8.1f}/s   "
@@ -130,7 +130,7 @@ def main() -> None:
         )
 
         # forced rewrap of everything in the 'on' database (plus 5000 more cards, to rewrap a sizeable vault)
-        core.tokens.tokenize_many([card] * 5000, core.now())
+        core.cards.vault.tokenize_many([card] * 5000, core.auth.now())
         token = root.auth.token.create(policies=[vs.POLICY_ROTATION], ttl="1h")["auth"]["client_token"]
         rot = Transit(lambda: hvac.Client(url=bao.url, token=token, verify=str(bao.ca_file)))
         t = time.perf_counter()
@@ -142,8 +142,7 @@ def main() -> None:
             f"(batches of 500; min_decryption_version now {stats.min_decryption_version})"
         )
         for c in cores.values():
-            c.pool.close()
-            c.tokens.pool.close()
+            c.close()
 
 
 if __name__ == "__main__":

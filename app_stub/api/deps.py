@@ -1,4 +1,4 @@
-"""Dependencies of every route: the services, the session at each stage, CSRF, and ``guarded``.
+"""Dependencies of every route: the services (``Svc``), the session at each stage, CSRF, and ``guarded``.
 
 ``guarded(Perm.X)`` is the one place a route names its permission: the dependency refuses (and
 audits) staff without it, and ``GuardedRoute`` publishes the same permission in the OpenAPI
@@ -15,7 +15,7 @@ from fastapi.routing import APIRoute
 
 from app_stub.config import Settings
 from app_stub.rbac import Perm
-from app_stub.service import AppError, Core, Session, Staff
+from app_stub.services import AppError, Services, Session, Staff
 
 COOKIE = "__Host-billkit_session"
 LOGIN_CSRF = "__Host-billkit_login_csrf"
@@ -28,11 +28,11 @@ class NeedLogin(Exception):
         self.status, self.message, self.where = status, message, where
 
 
-def get_core(request: Request) -> Core:
-    return request.app.state.core
+def get_services(request: Request) -> Services:
+    return request.app.state.services
 
 
-CoreDep = Annotated[Core, Depends(get_core)]
+Svc = Annotated[Services, Depends(get_services)]
 StepUpCode = Annotated[str | None, Header(max_length=40, alias="X-Step-Up-Code")]
 
 
@@ -48,9 +48,9 @@ async def check_csrf(request: Request, sess: Session) -> None:
         raise AppError(403, "CSRF token missing or wrong: reload the page and try again")
 
 
-async def pending_session(request: Request, core: CoreDep) -> Session:
+async def pending_session(request: Request, svc: Svc) -> Session:
     """A session at any stage (for the MFA, enrolment and password steps), CSRF-checked."""
-    sess = core.session(request.cookies.get(COOKIE))
+    sess = svc.auth.session(request.cookies.get(COOKIE))
     if sess is None:
         raise NeedLogin(401, "log in first")
     await check_csrf(request, sess)
@@ -58,9 +58,9 @@ async def pending_session(request: Request, core: CoreDep) -> Session:
     return sess
 
 
-async def current_staff(request: Request, core: CoreDep) -> Staff:
+async def current_staff(request: Request, svc: Svc) -> Staff:
     """The fully authenticated staff member (password, MFA, and an unexpired password), CSRF-checked."""
-    sess = core.session(request.cookies.get(COOKIE))
+    sess = svc.auth.session(request.cookies.get(COOKIE))
     if sess is None:
         raise NeedLogin(401, "log in first (session missing or expired)")
     if sess.stage == "mfa":
@@ -70,8 +70,8 @@ async def current_staff(request: Request, core: CoreDep) -> Staff:
     if sess.stage == "password":
         raise NeedLogin(401, "your password expired: change it first", "/password")
     await check_csrf(request, sess)
-    with core.tx() as conn:
-        staff = core.staff(conn, sess.user_id)
+    with svc.auth.tx() as conn:
+        staff = svc.auth.identity(conn, sess.user_id)
     request.state.session = sess
     return staff
 
@@ -83,9 +83,9 @@ PendingSession = Annotated[Session, Depends(pending_session)]
 def guarded(perm: Perm) -> Any:
     """``staff: Annotated[Staff, guarded(Perm.X)]``: the staff member, refused (403, audited) without ``perm``."""
 
-    async def dep(staff: CurrentStaff, core: CoreDep) -> Staff:
+    async def dep(staff: CurrentStaff, svc: Svc) -> Staff:
         if perm not in staff.perms:
-            core.audit_apart(staff.actor, "access.denied", str(perm), "refused")
+            svc.auth.audit_apart(staff.actor, "access.denied", str(perm), "refused")
             if not staff.training_current and staff.granted_roles:
                 raise AppError(403, f"permission denied: needs {perm}; acknowledge the current security training")
             raise AppError(403, f"permission denied: needs {perm}")

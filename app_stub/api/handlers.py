@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from app_stub.api.deps import NeedLogin
 from app_stub.crypto import VaultError
-from app_stub.service import AppError
+from app_stub.services import AppError
 from app_stub.tokenization import CardError
 from app_stub.ui.templating import templates
 

@@ -9,31 +9,33 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from app_stub.api.deps import (
     LOGIN_CSRF,
-    CoreDep,
     GuardedRoute,
     PendingSession,
+    Svc,
     clear_session_cookie,
     renewed,
     set_session_cookie,
 )
-from app_stub.service import AppError
+from app_stub.services import AppError
 from app_stub.ui.templating import page
 
 router = APIRouter(include_in_schema=False, route_class=GuardedRoute)
 
 
 @router.get("/login", response_class=HTMLResponse)
-def login_form(request: Request, core: CoreDep) -> Response:
+def login_form(request: Request, svc: Svc) -> Response:
     token = secrets.token_urlsafe(32)
     resp = page(request, "login.html", csrf=token)
-    resp.set_cookie(LOGIN_CSRF, token, httponly=True, secure=core.s.secure_cookies, samesite="strict", path="/")
+    resp.set_cookie(
+        LOGIN_CSRF, token, httponly=True, secure=svc.ctx.settings.secure_cookies, samesite="strict", path="/"
+    )
     return resp
 
 
 @router.post("/login")
 def login_post(
     request: Request,
-    core: CoreDep,
+    svc: Svc,
     username: Annotated[str, Form(max_length=64)],
     password: Annotated[str, Form(max_length=256)],
     csrf_token: Annotated[str, Form(max_length=100)],
@@ -42,12 +44,12 @@ def login_post(
     if not expected or not hmac.compare_digest(expected, csrf_token):
         raise AppError(403, "CSRF token missing or wrong: reload the login page")
     try:
-        cookie, sess = core.login(username, password)
+        cookie, sess = svc.auth.login(username, password)
     except AppError as exc:
         return page(request, "login.html", exc.status, csrf=expected, error=exc.message)
     resp = RedirectResponse("/login/mfa" if sess.stage == "mfa" else "/mfa/enrol", status_code=303)
-    set_session_cookie(resp, cookie, core.s)
-    resp.delete_cookie(LOGIN_CSRF, path="/", secure=core.s.secure_cookies, httponly=True, samesite="strict")
+    set_session_cookie(resp, cookie, svc.ctx.settings)
+    resp.delete_cookie(LOGIN_CSRF, path="/", secure=svc.ctx.settings.secure_cookies, httponly=True, samesite="strict")
     return resp
 
 
@@ -57,37 +59,33 @@ def mfa_form(request: Request, sess: PendingSession) -> Response:
 
 
 @router.post("/login/mfa")
-def mfa_post(
-    request: Request, sess: PendingSession, core: CoreDep, code: Annotated[str, Form(max_length=40)]
-) -> Response:
+def mfa_post(request: Request, sess: PendingSession, svc: Svc, code: Annotated[str, Form(max_length=40)]) -> Response:
     try:
-        stage = core.verify_mfa(sess, code)
+        stage = svc.auth.verify_mfa(sess, code)
     except AppError as exc:
         return page(request, "mfa.html", exc.status, error=exc.message)
     resp = RedirectResponse("/password" if stage == "password" else "/", status_code=303)
-    renewed(resp, sess, core.s)
+    renewed(resp, sess, svc.ctx.settings)
     return resp
 
 
 @router.get("/mfa/enrol", response_class=HTMLResponse)
-def enrol_form(request: Request, sess: PendingSession, core: CoreDep) -> Response:
+def enrol_form(request: Request, sess: PendingSession, svc: Svc) -> Response:
     if sess.stage != "enrol":
         return RedirectResponse("/", status_code=303)
-    uri = core.start_enrolment(sess)
+    uri = svc.auth.start_enrolment(sess)
     secret = uri.split("secret=")[1].split("&")[0]
     return page(request, "enrol.html", uri=uri, secret=secret)
 
 
 @router.post("/mfa/enrol")
-def enrol_post(
-    request: Request, sess: PendingSession, core: CoreDep, code: Annotated[str, Form(max_length=40)]
-) -> Response:
+def enrol_post(request: Request, sess: PendingSession, svc: Svc, code: Annotated[str, Form(max_length=40)]) -> Response:
     try:
-        stage, codes = core.finish_enrolment(sess, code)
+        stage, codes = svc.auth.finish_enrolment(sess, code)
     except AppError as exc:
         return page(request, "error.html", exc.status, message=exc.message)
     resp = page(request, "recovery.html", codes=codes, next="/password" if stage == "password" else "/")
-    renewed(resp, sess, core.s)
+    renewed(resp, sess, svc.ctx.settings)
     return resp
 
 
@@ -102,22 +100,22 @@ def password_form(request: Request, sess: PendingSession) -> Response:
 def password_post(
     request: Request,
     sess: PendingSession,
-    core: CoreDep,
+    svc: Svc,
     old_password: Annotated[str, Form(max_length=256)],
     new_password: Annotated[str, Form(max_length=256)],
 ) -> Response:
     try:
-        core.change_password(sess, old_password, new_password)
+        svc.auth.change_password(sess, old_password, new_password)
     except AppError as exc:
         return page(request, "password.html", exc.status, error=exc.message)
     resp = RedirectResponse("/", status_code=303)
-    renewed(resp, sess, core.s)
+    renewed(resp, sess, svc.ctx.settings)
     return resp
 
 
 @router.post("/logout")
-def logout_post(request: Request, sess: PendingSession, core: CoreDep) -> Response:
-    core.logout(sess)
+def logout_post(request: Request, sess: PendingSession, svc: Svc) -> Response:
+    svc.auth.logout(sess)
     resp = RedirectResponse("/login", status_code=303)
-    clear_session_cookie(resp, core.s)
+    clear_session_cookie(resp, svc.ctx.settings)
     return resp

@@ -23,7 +23,7 @@ from app_stub import vault_setup as vs
 from app_stub.config import Settings
 from app_stub.gateway import FakeGateway
 from app_stub.main import create_app
-from app_stub.service import Core
+from app_stub.services import Services as AppServices
 from billkit.localsvc import BaoServer, PostgresServer, openbao, postgres
 
 TEMPLATE = "billkit_app_template"
@@ -120,7 +120,7 @@ class Env:
     clock: FakeClock
     settings: Settings
     app: Any
-    core: Core
+    svc: AppServices
     gateway: FakeGateway
 
     def owner(self) -> psycopg.Connection[Any]:
@@ -131,7 +131,7 @@ class Env:
 
     def staff(self, username: str, *roles: str, train: bool = True) -> StaffClient:
         """A staff account with ``roles`` (granted at bootstrap), logged in with TOTP enrolled."""
-        uid = self.core.create_user(username, PASSWORD, must_change=False)
+        uid = self.svc.staff.create_user(username, PASSWORD, must_change=False)
         with self.owner() as conn:
             for r in roles:
                 conn.execute(
@@ -200,12 +200,11 @@ def build_env(services: Services, mount: str = vs.TRANSIT_MOUNT, suffix: str = "
     settings = make_settings(services, dbname, clock, mount, suffix, **over)
     gateway = FakeGateway()
     app = create_app(settings, gateway=gateway)
-    return Env(services, dbname, clock, settings, app, app.state.core, gateway)
+    return Env(services, dbname, clock, settings, app, app.state.services, gateway)
 
 
 def close_env(env: Env) -> None:
-    env.core.pool.close()
-    env.core.tokens.pool.close()
+    env.svc.close()
     drop_database(env.services, env.dbname)
 
 

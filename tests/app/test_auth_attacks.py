@@ -27,7 +27,7 @@ def failed_attempts(env: Env, uid: int) -> int:
 @pytest.mark.control("MFA-04", "HRD-03", "LOG-07")
 def test_step_up_codes_cannot_be_guessed_without_limit(env: Env) -> None:
     admin = env.staff("admin", "admin")
-    target = env.core.create_user("target", PASSWORD, must_change=False)
+    target = env.svc.staff.create_user("target", PASSWORD, must_change=False)
     grant = f"/api/users/{target}/roles"
     for i in range(10):
         r = admin.post(grant, json={"role": "auditor"}, headers={"X-Step-Up-Code": wrong(admin.code())})
@@ -47,7 +47,7 @@ def test_step_up_codes_cannot_be_guessed_without_limit(env: Env) -> None:
 @pytest.mark.control("MFA-04", "HRD-03")
 def test_login_and_step_up_failures_share_one_counter(env: Env) -> None:
     admin = env.staff("admin", "admin")
-    target = env.core.create_user("target", PASSWORD, must_change=False)
+    target = env.svc.staff.create_user("target", PASSWORD, must_change=False)
     probe = StaffClient(env, env.client(), admin.uid, "admin")
     for _ in range(5):
         assert probe.login("Wrong-password-1").status_code == 401
@@ -59,7 +59,7 @@ def test_login_and_step_up_failures_share_one_counter(env: Env) -> None:
 @pytest.mark.control("MFA-04")
 def test_one_step_up_code_raced_twice_is_accepted_once(env: Env) -> None:
     admin = env.staff("admin", "admin")
-    targets = [env.core.create_user(f"target{i}", PASSWORD) for i in range(4)]
+    targets = [env.svc.staff.create_user(f"target{i}", PASSWORD) for i in range(4)]
     code = admin.code()
     results: list[int] = []
     barrier = threading.Barrier(len(targets))
@@ -91,7 +91,7 @@ def test_one_step_up_code_raced_twice_is_accepted_once(env: Env) -> None:
 def test_password_cannot_change_before_the_second_factor(env: Env, stage: str) -> None:
     c = env.staff("victim", "auditor")
     if stage == "enrol":
-        uid = env.core.create_user("fresh", PASSWORD, must_change=False)
+        uid = env.svc.staff.create_user("fresh", PASSWORD, must_change=False)
         c = StaffClient(env, env.client(), uid, "fresh")
     r = c.login()  # a stolen password: stage mfa (or enrol), never past it
     assert r.json()["stage"] == stage
@@ -167,7 +167,7 @@ def test_locked_and_unknown_accounts_answer_alike(env: Env) -> None:
     t0 = time.perf_counter()
     StaffClient(env, env.client(), 0, "other-ghost").login("Wrong-password-1")
     unknown = time.perf_counter() - t0
-    env.core.create_user("real3", PASSWORD)
+    env.svc.staff.create_user("real3", PASSWORD)
     t0 = time.perf_counter()
     StaffClient(env, env.client(), 0, "real3").login("Wrong-password-1")
     known = time.perf_counter() - t0
@@ -178,7 +178,7 @@ def test_locked_and_unknown_accounts_answer_alike(env: Env) -> None:
 def test_a_flood_of_logins_waits_for_a_hashing_slot_then_gets_503(env: Env) -> None:
     """Each argon2id hash holds its memory: unauthenticated clients cannot make the app hash without bound."""
     env.staff("busy", "auditor")
-    hasher = env.core.ph
+    hasher = env.svc.auth.ph
     hasher._wait = 0.2
     taken = 0
     while hasher._slots.acquire(blocking=False):

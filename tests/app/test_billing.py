@@ -3,7 +3,7 @@
 import pytest
 from apphelpers import CUSTOMER, VISA, Env, StaffClient, issued_invoice
 
-from app_stub.service import Staff
+from app_stub.services import Staff
 
 LINES = [
     {"description": "Consulting", "quantity": 3, "unit_price_minor": 12_345, "tax_rate_bp": 2000},
@@ -141,18 +141,18 @@ def test_crash_between_charge_and_record_loses_nothing_and_charges_once(env: Env
     def crash() -> None:
         raise Crash
 
-    env.core.hooks.after_charge = crash
-    with env.core.tx() as conn:
-        staff: Staff = env.core.staff(conn, clerk.uid)
+    env.svc.ctx.hooks.after_charge = crash
+    with env.svc.auth.tx() as conn:
+        staff: Staff = env.svc.auth.identity(conn, clerk.uid)
     from app_stub.tokenization import validate_card
 
     card = validate_card(VISA, 1, 2031, env.clock().date())
     with pytest.raises(Crash):
-        env.core.pay(staff, iid, "crash-key-0001", card, None)
+        env.svc.payments.pay(staff, iid, "crash-key-0001", card, None)
     assert env.gateway.charges == 1  # the gateway charged...
     with env.owner() as conn:  # ...and the payment is recorded as pending, not lost
         assert conn.execute("SELECT status FROM billing.payments").fetchall() == [("pending",)]
-    env.core.hooks.after_charge = lambda: None
+    env.svc.ctx.hooks.after_charge = lambda: None
     # the client retries with the same key: completes, no second charge
     r = clerk.post(
         f"/api/invoices/{iid}/payments",
@@ -165,11 +165,11 @@ def test_crash_between_charge_and_record_loses_nothing_and_charges_once(env: Env
     # the recovery sweep finds nothing left to do, and does not charge again
     with pytest.raises(Crash):
         other = issued_invoice(clerk, total=100)
-        env.core.hooks.after_charge = crash
-        env.core.pay(staff, other, "crash-key-0002", card, None)
-    env.core.hooks.after_charge = lambda: None
-    assert env.core.recover_pending_payments(staff) == 1
-    assert env.core.recover_pending_payments(staff) == 0
+        env.svc.ctx.hooks.after_charge = crash
+        env.svc.payments.pay(staff, other, "crash-key-0002", card, None)
+    env.svc.ctx.hooks.after_charge = lambda: None
+    assert env.svc.payments.recover_pending_payments(staff) == 1
+    assert env.svc.payments.recover_pending_payments(staff) == 0
     assert env.gateway.charges == 2
     assert clerk.get(f"/api/invoices/{other}").json()["state"] == "paid"
 
@@ -191,18 +191,18 @@ def test_declined_card_records_decline_and_leaves_invoice_open(clerk: StaffClien
 def test_concurrent_retries_with_one_key_charge_once(env: Env, clerk: StaffClient) -> None:
     import threading
 
-    from app_stub.service import AppError
+    from app_stub.services import AppError
     from app_stub.tokenization import validate_card
 
     iid = issued_invoice(clerk)
-    with env.core.tx() as conn:
-        staff = env.core.staff(conn, clerk.uid)
+    with env.svc.auth.tx() as conn:
+        staff = env.svc.auth.identity(conn, clerk.uid)
     card = validate_card(VISA, 1, 2031, env.clock().date())
     outcomes: list[str] = []
 
     def attempt() -> None:
         try:
-            outcomes.append(env.core.pay(staff, iid, "same-key-racing", card, None)["status"])
+            outcomes.append(env.svc.payments.pay(staff, iid, "same-key-racing", card, None)["status"])
         except AppError as exc:
             outcomes.append(f"{exc.status}")
         except Exception as exc:  # noqa: BLE001 - any other failure is a bug: record it for the assertion
@@ -227,7 +227,7 @@ def test_payments_through_the_http_gateway_adapter_charge_once(env: Env, clerk: 
     from app_stub.gateway import HttpGateway, fake_gateway_app
 
     remote = fake_gateway_app()
-    env.core.gateway = HttpGateway(TestClient(remote, base_url="https://gateway.test"))
+    env.svc.ctx.gateway = HttpGateway(TestClient(remote, base_url="https://gateway.test"))
     iid = issued_invoice(clerk)
     req = {
         "json": {"card": {"number": VISA, "exp_month": 1, "exp_year": 2031}},

@@ -61,7 +61,7 @@ def test_staff_ui_login_enrol_invoice_and_pay_in_chromium(env: Env, https_app: s
     ensure_packages(["chromium"], "browser test of the staff UI")
     from playwright.sync_api import sync_playwright
 
-    uid = env.core.create_user("clerk", PASSWORD, must_change=False)
+    uid = env.svc.staff.create_user("clerk", PASSWORD, must_change=False)
     with env.owner() as conn:
         conn.execute(
             "INSERT INTO staff.user_roles (user_id, role, granted_at) VALUES (%s, 'billing_clerk', now())", (uid,)

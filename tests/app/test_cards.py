@@ -94,7 +94,7 @@ def test_app_vault_identity_cannot_decrypt_card_numbers(env: Env, clerk: StaffCl
     with env.owner() as conn:
         (ct,) = conn.execute("SELECT pan_ct FROM cardvault.pans").fetchone()
     with pytest.raises(VaultError, match="permission denied"):
-        env.core.transit.decrypt("pan", [ct])
+        env.svc.ctx.transit.decrypt("pan", [ct])
 
 
 @pytest.mark.control("TOK-04")

@@ -15,9 +15,9 @@ ROT_MOUNT, ROT_SUFFIX = "transit-rot", "-rot"
 @pytest.mark.control("EAR-04")
 def test_personal_fields_are_envelope_encrypted_and_searchable(env: Env) -> None:
     clerk = env.staff("clerk", "billing_clerk")
-    calls = env.core.transit.calls
+    calls = env.svc.ctx.transit.calls
     cid = clerk.post("/api/customers", json=CUSTOMER).json()["id"]
-    assert env.core.transit.calls - calls == 2  # one datakey + one batched HMAC, whatever the number of fields
+    assert env.svc.ctx.transit.calls - calls == 2  # one datakey + one batched HMAC, whatever the number of fields
     with env.owner() as conn:
         row = conn.execute(
             "SELECT name_ct, email_ct, address_ct, tax_id_ct, email_bidx FROM billing.customers WHERE id = %s", (cid,)
@@ -31,24 +31,24 @@ def test_personal_fields_are_envelope_encrypted_and_searchable(env: Env) -> None
         assert value.encode() not in blob
     assert wrapped.startswith("vault:v") and row[4].startswith("vault:v")
     # invoices for a known customer cost no Vault round trip (the data key is cached)
-    calls = env.core.transit.calls
+    calls = env.svc.ctx.transit.calls
     issued_invoice_for(clerk, cid)
-    assert env.core.transit.calls == calls
+    assert env.svc.ctx.transit.calls == calls
     # blind index: exact match, case-insensitive, no plaintext stored
     assert clerk.get("/api/customers/search", params={"email": "ADA@example.org "}).json() == [cid]
     assert clerk.get("/api/customers/search", params={"email": "eve@example.org"}).json() == []
     # a cold cache unwraps the key through Vault and reads the same data
-    env.core.cipher.cache.drop(cid)
+    env.svc.ctx.cipher.cache.drop(cid)
     assert clerk.get(f"/api/customers/{cid}").json()["email"] == CUSTOMER["email"]
     # ciphertexts are bound to their customer and field: moving one is detected
     with env.owner() as conn:
         conn.execute("UPDATE billing.customers SET name_ct = email_ct WHERE id = %s", (cid,))
     from cryptography.exceptions import InvalidTag
 
-    with env.core.tx() as conn:
-        staff = env.core.staff(conn, clerk.uid)
+    with env.svc.auth.tx() as conn:
+        staff = env.svc.auth.identity(conn, clerk.uid)
     with pytest.raises(InvalidTag):
-        env.core.get_customer(staff, cid)
+        env.svc.customers.get_customer(staff, cid)
 
 
 def issued_invoice_for(clerk, cid: int) -> int:  # noqa: ANN001
@@ -124,7 +124,7 @@ def test_forced_rewrap_retires_old_versions_and_erasure_shreds_backups(rot_env: 
     assert admin.get(f"/api/customers/{ids[0]}/export").status_code == 410
     # the app's own identity may not rewrap or rotate
     with pytest.raises(VaultError, match="permission denied"):
-        env.core.transit.rewrap(vs.KEY_PII, [backup_key])
+        env.svc.ctx.transit.rewrap(vs.KEY_PII, [backup_key])
     # interrupted rewrap (after one batch), then resumed
     rot = rotation_transit(env)
     first = rewrap_all(env.services.owner_dsn(env.dbname), rot, batch=2, rotate=True, stop_after=1)
@@ -147,7 +147,7 @@ def test_forced_rewrap_retires_old_versions_and_erasure_shreds_backups(rot_env: 
     assert latest["pan"] == latest["pii"]  # rotated together
     assert cts and all(c.startswith(f"vault:v{latest['pii']}:") for c in cts)
     # everything still reads (cold cache), and staff can still log in with TOTP
-    env.core.cipher.cache = type(env.core.cipher.cache)()
+    env.svc.ctx.cipher.cache = type(env.svc.ctx.cipher.cache)()
     for cid in ids[1:]:
         assert admin.get(f"/api/customers/{cid}").json()["name"] == CUSTOMER["name"]
     clerk.login()

@@ -82,10 +82,10 @@ def dyn(engine: Services) -> Iterator[Env]:
     )
     gateway = FakeGateway()
     app = create_app(settings, gateway=gateway)
-    env = Env(engine, dbname, clock, settings, app, app.state.core, gateway)
+    env = Env(engine, dbname, clock, settings, app, app.state.services, gateway)
     yield env
-    env.core.pool.close()
-    env.core.tokens.pool.close()
+    env.svc.ctx.pool.close()
+    env.svc.cards.vault.pool.close()
     drop_database(engine, dbname)
 
 

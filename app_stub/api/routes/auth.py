@@ -5,10 +5,10 @@ from typing import Any
 from fastapi import APIRouter, Response
 
 from app_stub.api.deps import (
-    CoreDep,
     CurrentStaff,
     GuardedRoute,
     PendingSession,
+    Svc,
     clear_session_cookie,
     renewed,
     set_session_cookie,
@@ -19,42 +19,42 @@ router = APIRouter(prefix="/api", tags=["auth"], route_class=GuardedRoute)
 
 
 @router.post("/login")
-def login(body: LoginIn, response: Response, core: CoreDep) -> dict[str, Any]:
-    cookie, sess = core.login(body.username, body.password)
-    set_session_cookie(response, cookie, core.s)
+def login(body: LoginIn, response: Response, svc: Svc) -> dict[str, Any]:
+    cookie, sess = svc.auth.login(body.username, body.password)
+    set_session_cookie(response, cookie, svc.ctx.settings)
     return {"stage": sess.stage, "csrf_token": sess.csrf}
 
 
 @router.post("/login/mfa")
-def mfa(body: CodeIn, sess: PendingSession, response: Response, core: CoreDep) -> dict[str, Any]:
-    stage = core.verify_mfa(sess, body.code)
-    renewed(response, sess, core.s)
+def mfa(body: CodeIn, sess: PendingSession, response: Response, svc: Svc) -> dict[str, Any]:
+    stage = svc.auth.verify_mfa(sess, body.code)
+    renewed(response, sess, svc.ctx.settings)
     return {"stage": stage, "csrf_token": sess.csrf}
 
 
 @router.post("/mfa/enrol")
-def enrol_start(sess: PendingSession, core: CoreDep) -> dict[str, Any]:
-    return {"otpauth_uri": core.start_enrolment(sess)}
+def enrol_start(sess: PendingSession, svc: Svc) -> dict[str, Any]:
+    return {"otpauth_uri": svc.auth.start_enrolment(sess)}
 
 
 @router.post("/mfa/enrol/confirm")
-def enrol_confirm(body: CodeIn, sess: PendingSession, response: Response, core: CoreDep) -> dict[str, Any]:
-    stage, codes = core.finish_enrolment(sess, body.code)
-    renewed(response, sess, core.s)
+def enrol_confirm(body: CodeIn, sess: PendingSession, response: Response, svc: Svc) -> dict[str, Any]:
+    stage, codes = svc.auth.finish_enrolment(sess, body.code)
+    renewed(response, sess, svc.ctx.settings)
     return {"stage": stage, "recovery_codes": codes, "csrf_token": sess.csrf}
 
 
 @router.post("/password")
-def password(body: PasswordIn, sess: PendingSession, response: Response, core: CoreDep) -> dict[str, Any]:
-    core.change_password(sess, body.old_password, body.new_password)
-    renewed(response, sess, core.s)
+def password(body: PasswordIn, sess: PendingSession, response: Response, svc: Svc) -> dict[str, Any]:
+    svc.auth.change_password(sess, body.old_password, body.new_password)
+    renewed(response, sess, svc.ctx.settings)
     return {"stage": sess.stage}
 
 
 @router.post("/logout")
-def logout(sess: PendingSession, response: Response, core: CoreDep) -> dict[str, str]:
-    core.logout(sess)
-    clear_session_cookie(response, core.s)
+def logout(sess: PendingSession, response: Response, svc: Svc) -> dict[str, str]:
+    svc.auth.logout(sess)
+    clear_session_cookie(response, svc.ctx.settings)
     return {"status": "logged out"}
 
 
@@ -71,6 +71,6 @@ def me(staff: CurrentStaff) -> dict[str, Any]:
 
 
 @router.post("/training/acknowledge")
-def training(staff: CurrentStaff, core: CoreDep) -> dict[str, Any]:
-    core.ack_training(staff)
-    return {"training_version": core.s.training_version}
+def training(staff: CurrentStaff, svc: Svc) -> dict[str, Any]:
+    svc.auth.ack_training(staff)
+    return {"training_version": svc.ctx.settings.training_version}

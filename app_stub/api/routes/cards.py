@@ -5,25 +5,25 @@ from typing import Annotated, Any
 from fastapi import APIRouter
 from pydantic import Field
 
-from app_stub.api.deps import CoreDep, GuardedRoute, StepUpCode, guarded
+from app_stub.api.deps import GuardedRoute, StepUpCode, Svc, guarded
 from app_stub.api.schemas import CardIn
 from app_stub.rbac import Perm
-from app_stub.service import Staff
+from app_stub.services import Staff
 from app_stub.tokenization import validate_card
 
 router = APIRouter(prefix="/api/cards", tags=["cards"], route_class=GuardedRoute)
 
 
 @router.post("", status_code=201)
-def tokenize(body: CardIn, staff: Annotated[Staff, guarded(Perm.CARDS_TOKENIZE)], core: CoreDep) -> dict[str, Any]:
-    return core.tokenize(staff, validate_card(body.number, body.exp_month, body.exp_year, core.now().date()))
+def tokenize(body: CardIn, staff: Annotated[Staff, guarded(Perm.CARDS_TOKENIZE)], svc: Svc) -> dict[str, Any]:
+    return svc.cards.tokenize(staff, validate_card(body.number, body.exp_month, body.exp_year, svc.auth.now().date()))
 
 
 @router.post("/{token}/detokenize")
 def detokenize(
     token: Annotated[str, Field(max_length=40)],
     staff: Annotated[Staff, guarded(Perm.CARDS_DETOKENIZE)],
-    core: CoreDep,
+    svc: Svc,
     x_step_up_code: StepUpCode = None,
 ) -> dict[str, Any]:
-    return core.detokenize(staff, token, x_step_up_code)
+    return svc.cards.detokenize(staff, token, x_step_up_code)

@@ -2,13 +2,13 @@
 
 from fastapi import APIRouter
 
-from app_stub.api.deps import CoreDep, GuardedRoute
+from app_stub.api.deps import GuardedRoute, Svc
 
 router = APIRouter(tags=["ops"], route_class=GuardedRoute)
 
 
 @router.get("/healthz")
-def healthz(core: CoreDep) -> dict[str, str]:
-    with core.tx() as conn:
+def healthz(svc: Svc) -> dict[str, str]:
+    with svc.auth.tx() as conn:
         conn.execute("SELECT 1")
     return {"status": "ok"}

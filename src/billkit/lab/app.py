@@ -518,7 +518,7 @@ def migrate_and_bootstrap(progress: Progress = _quiet) -> list[str]:
     """Apply the app's migrations once per change (before the services start) and create the first
     admin once; its one-time password is kept 0600 on the controller until the admin has enrolled."""
     from app_stub.db import migrate
-    from app_stub.service import AppError, bootstrap_admin
+    from app_stub.services.staff import AppError, bootstrap_admin
     from billkit.vault.pki import write_private
 
     stamp = app_dir() / "migrated"
