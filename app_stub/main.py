@@ -3,6 +3,7 @@
 Start it with ``uvicorn --factory app_stub.main:create_app``; tests pass their own settings and gateway.
 """
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -19,6 +20,7 @@ from app_stub.config import Settings, SettingsError
 from app_stub.crypto import Transit
 from app_stub.gateway import FakeGateway, PaymentGateway
 from app_stub.services import Services
+from app_stub.services.payments import PaymentRecovery
 from app_stub.ui import auth as ui_auth
 from app_stub.ui import billing as ui_billing
 
@@ -67,15 +69,19 @@ def create_app(settings: Settings | None = None, gateway: PaymentGateway | None 
     s = settings or Settings.from_env()
     audit.configure_logging()
     services = build_services(s, gateway)
+    recovery = PaymentRecovery(services.payments)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        recovery.start()  # finishes what a crash left pending, then on a timer (APP-03)
         yield
+        await asyncio.to_thread(recovery.stop)
         services.close()
 
     # OpenAPI is published at /openapi.json; the interactive docs are off (they load scripts from a CDN)
     app = FastAPI(title="billkit billing app", version="1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.services = services
+    app.state.recovery = recovery
     handlers.install(app)
     include_routers(app)
     return app

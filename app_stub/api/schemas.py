@@ -44,6 +44,10 @@ class CardIn(BaseModel):
         return "CardIn(<redacted>)"
 
 
+class StoredCardIn(CardIn):
+    customer_id: int = Field(ge=1, le=2**62, description="the customer the card belongs to (TOK-03)")
+
+
 class PaymentIn(BaseModel):
     card: CardIn | None = None
     token: Annotated[str, StringConstraints(max_length=40)] | None = None

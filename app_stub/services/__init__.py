@@ -50,16 +50,16 @@ class Services:
         auth = AuthService(ctx)
         customers = CustomerService(ctx)
         invoices = InvoiceService(ctx, customers)
-        cards = CardService(ctx, auth, TokenVault(tokenizer_pool, transit, processor))
+        cards = CardService(ctx, auth, customers, TokenVault(tokenizer_pool, transit, processor))
         return cls(
             ctx,
             auth,
             StaffService(ctx, auth),
             customers,
             invoices,
-            PaymentService(ctx, invoices, cards),
+            PaymentService(ctx, customers, invoices, cards),
             cards,
-            GdprService(ctx, customers, invoices),
+            GdprService(ctx, customers, invoices, cards),
             AuditService(ctx),
         )
 

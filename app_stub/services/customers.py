@@ -114,3 +114,14 @@ class CustomerService(Service):
             ]
             audit.append(conn, self.now(), staff.actor, "customer.search", "customers", matches=len(ids))
         return ids
+
+    def customer_open(self, conn: psycopg.Connection[Any], cid: int, lock: bool = False) -> None:
+        """404 without the customer, 410 once erased; ``lock`` (FOR SHARE) holds off a concurrent erasure."""
+        row = conn.execute(
+            "SELECT erased_at FROM billing.customers WHERE id = %s" + (" FOR SHARE" if lock else ""),  # noqa: S608
+            (cid,),
+        ).fetchone()
+        if row is None:
+            raise AppError(404, f"no customer {cid}")
+        if row[0] is not None:
+            raise AppError(410, f"customer {cid} was erased: no new cards or payments for them")

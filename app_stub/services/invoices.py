@@ -9,7 +9,7 @@ import psycopg
 
 from app_stub import audit
 from app_stub.services.base import AppError, Context, Service, Staff, bad
-from app_stub.services.payments import payment_rows
+from app_stub.services.payments import payment_rows, pending_minor
 
 if TYPE_CHECKING:
     from app_stub.services.customers import CustomerService
@@ -140,6 +140,8 @@ class InvoiceService(Service):
                 raise AppError(409, f"invoice {iid} is {inv['state']}; only {' or '.join(allowed)} can become {to}")
             if to == "void" and inv["paid_minor"] > 0:
                 raise AppError(409, f"invoice {iid} has payments; issue a credit note instead")
+            if to == "void" and pending_minor(conn, iid):
+                raise AppError(409, f"a payment for invoice {iid} is in progress: void it once the payment completes")
             if to == "issued":
                 conn.execute("UPDATE billing.invoices SET state = 'issued', issued_at = %s WHERE id = %s", (now, iid))
             else:
@@ -153,8 +155,16 @@ class InvoiceService(Service):
             inv = self.invoice_row(conn, iid, lock=True)
             if inv["state"] not in ("issued", "paid"):
                 raise AppError(409, f"invoice {iid} is {inv['state']}: credit notes apply to issued or paid invoices")
-            if amount > inv["total_minor"] - inv["credited_minor"]:
-                raise AppError(409, "credit exceeds the invoice's uncredited total")
+            # payments, pending ones included, and credits together never exceed the total (APP-03)
+            pending = pending_minor(conn, iid)
+            if amount > inv["balance_minor"] - pending:
+                if pending and amount <= inv["balance_minor"]:
+                    raise AppError(
+                        409,
+                        f"a payment of {pending} for invoice {iid} is in progress: credit at most "
+                        f"{inv['balance_minor'] - pending} until it completes",
+                    )
+                raise AppError(409, f"credit exceeds the invoice's unpaid, uncredited balance ({inv['balance_minor']})")
             (nid,) = conn.execute(
                 "INSERT INTO billing.credit_notes (invoice_id, amount_minor, reason, created_by, created_at) "
                 "VALUES (%s, %s, %s, %s, %s) RETURNING id",

@@ -9,8 +9,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from app_stub.api.deps import CurrentStaff, GuardedRoute, Svc, guarded
 from app_stub.api.schemas import CustomerIn, InvoiceIn, LineIn
 from app_stub.rbac import Perm
-from app_stub.services import Staff
-from app_stub.tokenization import validate_card
+from app_stub.services import AppError, Staff
+from app_stub.tokenization import CardError, validate_card
 from app_stub.ui.templating import page
 
 router = APIRouter(include_in_schema=False, route_class=GuardedRoute)
@@ -99,8 +99,15 @@ def invoice_pay(
     exp_year: Annotated[int, Form(ge=2000, le=2100)],
     idempotency_key: Annotated[str, Form(max_length=100)],
 ) -> Response:
-    card = validate_card(number, exp_month, exp_year, svc.auth.now().date())
-    svc.payments.pay(staff, iid, idempotency_key, card, None)
+    try:
+        card = validate_card(number, exp_month, exp_year, svc.auth.now().date())
+        svc.payments.pay(staff, iid, idempotency_key, card, None)
+    except (AppError, CardError) as exc:  # shown on the invoice itself, next to what is paid and pending
+        status, message = (exc.status, exc.message) if isinstance(exc, AppError) else (422, f"card refused: {exc}")
+        inv = svc.invoices.get_invoice(staff, iid)
+        return page(
+            request, "invoice.html", status, staff=staff, inv=inv, idem=secrets.token_urlsafe(18), error=message
+        )
     return RedirectResponse(f"/invoices/{iid}", status_code=303)
 
 

@@ -163,15 +163,16 @@ def test_locked_and_unknown_accounts_answer_alike(env: Env) -> None:
         after = who.login("Wrong-password-1")
         answers[who.username] = (codes, after.status_code, after.json()["detail"])
     assert answers["real"] == answers["no-such-user"]
-    # timing: the unknown name costs the same argon2 work as a real one
-    t0 = time.perf_counter()
-    StaffClient(env, env.client(), 0, "other-ghost").login("Wrong-password-1")
-    unknown = time.perf_counter() - t0
+    # timing: the unknown name costs the same argon2 work as a real one (best of five, interleaved,
+    # so the machine's load falls on both alike)
     env.svc.staff.create_user("real3", PASSWORD)
-    t0 = time.perf_counter()
-    StaffClient(env, env.client(), 0, "real3").login("Wrong-password-1")
-    known = time.perf_counter() - t0
-    assert 0.3 < unknown / known < 3, (unknown, known)
+    unknown, known = [], []
+    for _ in range(5):
+        for name, out in (("other-ghost", unknown), ("real3", known)):
+            t0 = time.perf_counter()
+            StaffClient(env, env.client(), 0, name).login("Wrong-password-1")
+            out.append(time.perf_counter() - t0)
+    assert 0.5 < min(unknown) / min(known) < 2, (unknown, known)
 
 
 @pytest.mark.control("HRD-03")
