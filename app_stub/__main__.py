@@ -16,7 +16,9 @@ def main(argv: list[str] | None = None) -> int:
     rw.add_argument("--rotate", action="store_true", help="rotate the transit keys first")
     rw.add_argument("--batch", type=int, default=500)
     rw.add_argument("--mount", default="transit", help="the transit engine's mount path")
-    sub.add_parser("verify-audit", help="verify the audit log's hash chain")
+    va = sub.add_parser("verify-audit", help="verify the audit log's chain and signed heads (VAULT_TOKEN: auditor)")
+    va.add_argument("--mount", default="transit", help="the transit engine's mount path (key audit-head)")
+    va.add_argument("--max-head-age", type=float, help="seconds the newest signed head may be old (default 180)")
     ca = sub.add_parser("create-admin", help="create the first admin and print its one-time password")
     ca.add_argument("--username", default="admin")
     args = parser.parse_args(argv)
@@ -44,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "verify-audit":
         from app_stub.audit_cli import verify_dsn
 
-        return verify_dsn(owner)
+        return verify_dsn(owner, mount=args.mount, max_head_age=args.max_head_age)
     import hvac
 
     from app_stub.crypto import Transit

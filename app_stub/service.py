@@ -100,6 +100,7 @@ class Core:
         self.tokens = TokenVault(tokenizer_pool, transit, processor)
         self.gateway = gateway
         self.hooks = Hooks()
+        self.heads = audit.HeadSigner(pool, transit, settings)  # started by the app factory
         # argon2id; the defaults are RFC 9106's low-memory profile (t=3, 64 MiB, p=4)
         self.ph = PasswordHasher(
             time_cost=settings.argon2_time_cost,
@@ -113,7 +114,8 @@ class Core:
 
     @contextmanager
     def tx(self) -> Iterator[psycopg.Connection[Any]]:
-        with self.pool.connection() as conn, conn.transaction():
+        # audit records reach the journal only once the transaction committed
+        with self.pool.connection() as conn, audit.journaled(conn, self.heads.nudge), conn.transaction():
             yield conn
 
     def audit_apart(self, actor: str, action: str, target: str, outcome: str, **detail: Any) -> None:
@@ -199,7 +201,7 @@ class Core:
             if row is None:
                 with contextlib.suppress(VerificationError, InvalidHashError):
                     self.ph.verify(self._dummy_hash, password)  # same cost whether or not the user exists
-                audit.append(conn, now, "anonymous", "auth.login", "user:unknown", "failure")
+                self.audit_apart("anonymous", "auth.login", "user:unknown", "failure")  # committed although refused
                 raise generic
             uid, phash, failed, locked_until, totp_ct, changed = row
             if locked_until is not None and locked_until > now:
@@ -971,7 +973,7 @@ def bootstrap_admin(dsn: str, username: str, settings: Settings | None = None) -
     password = secrets.token_urlsafe(18) + "7a"  # 146 random bits; meets the letters-and-digits rule
     ph = PasswordHasher(time_cost=s.argon2_time_cost, memory_cost=s.argon2_memory_kib, parallelism=s.argon2_lanes)
     h, now = ph.hash(password), s.clock()
-    with psycopg.connect(dsn) as conn:
+    with psycopg.connect(dsn) as conn, audit.journaled(conn), conn.transaction():
         conn.execute("LOCK TABLE staff.users IN EXCLUSIVE MODE")
         if conn.execute("SELECT 1 FROM staff.users LIMIT 1").fetchone():
             raise AppError(409, "staff accounts exist already: the first admin is created only once")

@@ -153,12 +153,15 @@ def create_app(settings: Settings | None = None, gateway: PaymentGateway | None 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
+        core.heads.stop()  # signs a last head of the audit chain
         core.pool.close()
         core.tokens.pool.close()
 
     # OpenAPI is published at /openapi.json; the interactive docs are off (they load scripts from a CDN)
     app = FastAPI(title="billkit billing app", version="1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.core = core
+    app.add_middleware(audit.RequestOrigin, trusted=s.trusted_networks())  # audit records' origin
+    core.heads.start()
     _install_handlers(app)
     _api_routes(app, core)
     _ui_routes(app, core)

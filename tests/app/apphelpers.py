@@ -204,6 +204,7 @@ def build_env(services: Services, mount: str = vs.TRANSIT_MOUNT, suffix: str = "
 
 
 def close_env(env: Env) -> None:
+    env.core.heads.stop()
     env.core.pool.close()
     env.core.tokens.pool.close()
     drop_database(env.services, env.dbname)
