@@ -48,21 +48,26 @@ def main(argv: list[str] | None = None) -> int:
 
         return verify_dsn(owner, mount=args.mount, max_head_age=args.max_head_age)
     import hvac
+    import psycopg
 
     from app_stub.crypto import Transit
-    from app_stub.rewrap import rewrap_all
+    from app_stub.rewrap import RewrapIncomplete, rewrap_all
 
     url = os.environ.get("BILLKIT_APP_VAULT_URL", "https://127.0.0.1:8200")
     token = os.environ.get("VAULT_TOKEN") or getpass.getpass("Vault token with the key-rotation policy: ")
     ca = os.environ.get("BILLKIT_APP_VAULT_CA_FILE")
     transit = Transit(lambda: hvac.Client(url=url, token=token, verify=ca or True), args.mount)
-    stats = rewrap_all(
-        owner,
-        transit,
-        batch=args.batch,
-        rotate=args.rotate,
-        progress=lambda what, n: print(f"  {what}: {n} rewrapped", file=sys.stderr),
-    )
+    try:
+        stats = rewrap_all(
+            owner,
+            transit,
+            batch=args.batch,
+            rotate=args.rotate,
+            progress=lambda what, n: print(f"  {what}: {n} rewrapped", file=sys.stderr),
+        )
+    except (RewrapIncomplete, psycopg.errors.LockNotAvailable) as exc:
+        print(f"error: {exc}; no key version was retired: run it again", file=sys.stderr)
+        return 1
     print(f"rewrapped {stats.rewrapped}; min_decryption_version now {stats.min_decryption_version}")
     return 0
 

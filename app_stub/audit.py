@@ -137,7 +137,7 @@ class RequestOrigin:
 
     def origin(self, scope: dict[str, Any]) -> tuple[str | None, str | None]:
         client = scope.get("client")
-        ip = str(client[0])[:64] if client else None
+        ip = str(client[0])[:64] if client and client[0] else None
         request_id = None
         peer = _address(ip) if ip else None
         if peer is not None and any(ipaddress.ip_address(peer) in net for net in self.trusted):

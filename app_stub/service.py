@@ -198,29 +198,32 @@ class Core:
                 "FROM staff.users WHERE username = %s FOR UPDATE",
                 (username[:64],),
             ).fetchone()
+            # refusals are recorded in this transaction, which commits (a second connection per refused
+            # attempt would let concurrent attempts exhaust the pool)
             if row is None:
                 with contextlib.suppress(VerificationError, InvalidHashError):
                     self.ph.verify(self._dummy_hash, password)  # same cost whether or not the user exists
-                self.audit_apart("anonymous", "auth.login", "user:unknown", "failure")  # committed although refused
-                raise generic
-            uid, phash, failed, locked_until, totp_ct, changed = row
-            if locked_until is not None and locked_until > now:
-                self.audit_apart(f"user:{uid}", "auth.login", f"user:{uid}", "refused-locked")
-                raise AppError(423, "account locked after too many failed attempts; try again later or ask an admin")
-            try:
-                self.ph.verify(phash, password)
-            except (VerificationError, InvalidHashError):
-                self._fail_login(conn, uid, failed, "auth.login")  # committed: failures count although refused
+                audit.append(conn, now, "anonymous", "auth.login", "user:unknown", "failure")
                 err = generic
+            elif row[3] is not None and row[3] > now:
+                audit.append(conn, now, f"user:{row[0]}", "auth.login", f"user:{row[0]}", "refused-locked")
+                err = AppError(423, "account locked after too many failed attempts; try again later or ask an admin")
             else:
-                err = None
-                if self.ph.check_needs_rehash(phash):
-                    conn.execute(
-                        "UPDATE staff.users SET password_hash = %s WHERE id = %s", (self.ph.hash(password), uid)
-                    )
-                stage = "mfa" if totp_ct else "enrol"
-                result = self._new_session(conn, uid, stage)
-                audit.append(conn, now, f"user:{uid}", "auth.password", f"user:{uid}", next_stage=stage)
+                uid, phash, failed, _, totp_ct, _ = row
+                try:
+                    self.ph.verify(phash, password)
+                except (VerificationError, InvalidHashError):
+                    self._fail_login(conn, uid, failed, "auth.login")  # committed: failures count although refused
+                    err = generic
+                else:
+                    err = None
+                    if self.ph.check_needs_rehash(phash):
+                        conn.execute(
+                            "UPDATE staff.users SET password_hash = %s WHERE id = %s", (self.ph.hash(password), uid)
+                        )
+                    stage = "mfa" if totp_ct else "enrol"
+                    result = self._new_session(conn, uid, stage)
+                    audit.append(conn, now, f"user:{uid}", "auth.password", f"user:{uid}", next_stage=stage)
         if err is not None or result is None:
             raise err or generic
         return result

@@ -3,12 +3,14 @@
 import json
 import re
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from apphelpers import PASSWORD, Env, Services, build_env, close_env
 from fastapi.testclient import TestClient
 
 from app_stub import audit
+from app_stub.service import AppError
 
 EDGE = "10.77.10.11"  # the trusted proxy of these tests (the lab's edge-1)
 
@@ -57,6 +59,30 @@ def test_a_rolled_back_record_never_reaches_the_journal(env: Env, capsys: pytest
     lines = journal(capsys)
     assert [e["action"] for e in lines] == ["user.create"] and lines[0]["seq"] == 1
     assert [r[1] for r in chain(env)] == ["user.create"]
+
+
+@pytest.mark.control("LOG-07", "HRD-03")
+def test_concurrent_refused_logins_are_all_recorded_without_exhausting_the_pool(env: Env) -> None:
+    env.core.create_user("locked", PASSWORD)
+    with env.owner() as conn:
+        conn.execute("UPDATE staff.users SET locked_until = now() + interval '1 year' WHERE username = 'locked'")
+
+    def attempt(i: int) -> str:
+        try:
+            env.core.login("locked" if i % 2 else f"nobody{i}", "Not-the-password-1")
+        except AppError as exc:
+            return str(exc.status)
+        except Exception as exc:  # noqa: BLE001 - a pool timeout is what this test looks for
+            return type(exc).__name__
+        return "logged in"
+
+    n = 8 * env.settings.db_pool_size
+    with ThreadPoolExecutor(n) as pool:
+        out = list(pool.map(attempt, range(n)))
+    assert sorted(out) == ["401"] * (n // 2) + ["423"] * (n // 2)
+    outcomes = [(r[2], r[3]) for r in chain(env) if r[1] == "auth.login"]
+    assert outcomes.count(("user:unknown", "failure")) == n // 2
+    assert outcomes.count(("user:1", "refused-locked")) == n // 2
 
 
 @pytest.fixture

@@ -25,8 +25,9 @@ def test_app_host_keeps_role_id_only_and_no_secret_id_on_disk(host):
     assert "sslmode=verify-full" in env and "BILLKIT_APP_VAULT_URL=https://" in env
 
 
-@pytest.mark.control("LOG-07")
+@pytest.mark.control("NET-06")
 def test_app_believes_forwarded_client_addresses_from_the_edge_only(host):
+    """Audit records name the client the WAF saw (LOG-07, proven in tests/app), and no one else may say so."""
     env = host.file("/etc/billing-app/app.env").content_string
     edges = ",".join(h.address for h in hosts_of("waf"))
     assert f"BILLKIT_APP_TRUSTED_PROXIES={edges}\n" in env
