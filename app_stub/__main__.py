@@ -16,7 +16,9 @@ def main(argv: list[str] | None = None) -> int:
     rw.add_argument("--rotate", action="store_true", help="rotate the transit keys first")
     rw.add_argument("--batch", type=int, default=500)
     rw.add_argument("--mount", default="transit", help="the transit engine's mount path")
-    sub.add_parser("verify-audit", help="verify the audit log's hash chain")
+    va = sub.add_parser("verify-audit", help="verify the audit log's chain and signed heads (VAULT_TOKEN: auditor)")
+    va.add_argument("--mount", default="transit", help="the transit engine's mount path (key audit-head)")
+    va.add_argument("--max-head-age", type=float, help="seconds the newest signed head may be old (default 180)")
     ca = sub.add_parser("create-admin", help="create the first admin and print its one-time password")
     ca.add_argument("--username", default="admin")
     ap = sub.add_parser(
@@ -59,23 +61,28 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "verify-audit":
         from app_stub.audit_cli import verify_dsn
 
-        return verify_dsn(owner)
+        return verify_dsn(owner, mount=args.mount, max_head_age=args.max_head_age)
     import hvac
+    import psycopg
 
     from app_stub.crypto import Transit
-    from app_stub.rewrap import rewrap_all
+    from app_stub.rewrap import RewrapIncomplete, rewrap_all
 
     url = os.environ.get("BILLKIT_APP_VAULT_URL", "https://127.0.0.1:8200")
     token = os.environ.get("VAULT_TOKEN") or getpass.getpass("Vault token with the key-rotation policy: ")
     ca = os.environ.get("BILLKIT_APP_VAULT_CA_FILE")
     transit = Transit(lambda: hvac.Client(url=url, token=token, verify=ca or True), args.mount)
-    stats = rewrap_all(
-        owner,
-        transit,
-        batch=args.batch,
-        rotate=args.rotate,
-        progress=lambda what, n: print(f"  {what}: {n} rewrapped", file=sys.stderr),
-    )
+    try:
+        stats = rewrap_all(
+            owner,
+            transit,
+            batch=args.batch,
+            rotate=args.rotate,
+            progress=lambda what, n: print(f"  {what}: {n} rewrapped", file=sys.stderr),
+        )
+    except (RewrapIncomplete, psycopg.errors.LockNotAvailable) as exc:
+        print(f"error: {exc}; no key version was retired: run it again", file=sys.stderr)
+        return 1
     print(f"rewrapped {stats.rewrapped}; min_decryption_version now {stats.min_decryption_version}")
     return 0
 

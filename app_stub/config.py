@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import ipaddress
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -69,6 +70,14 @@ class Settings:
     # once older than the grace period, so a request still in flight is never raced.
     payment_recovery_interval: dt.timedelta = dt.timedelta(seconds=60)
     payment_recovery_grace: dt.timedelta = dt.timedelta(seconds=120)
+    # LOG-07: audit records take the client address from X-Forwarded-For (and the request ID from
+    # X-Request-Id) only when the peer is one of these addresses or networks, comma-separated: the
+    # edge's address on the app tier. Empty: no peer is trusted, the peer's own address is recorded.
+    trusted_proxies: str = ""
+    # LOG-08: the app signs the audit chain's head this often and after every N-th record; the
+    # verifier wants a signed head no older than three intervals.
+    audit_head_interval: dt.timedelta = dt.timedelta(seconds=60)
+    audit_head_every: int = 100
     clock: Callable[[], dt.datetime] = field(default=utcnow, repr=False)
 
     @classmethod
@@ -96,6 +105,11 @@ class Settings:
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
 
+    def trusted_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """``trusted_proxies`` parsed (ValueError on an entry that is no address or network)."""
+        entries = [p.strip() for p in self.trusted_proxies.split(",")]
+        return tuple(ipaddress.ip_network(p, strict=False) for p in entries if p)
+
     def validate(self) -> None:
         """Refuse unsafe settings outside development (CMP-03)."""
         if self.environment not in ENVIRONMENTS:
@@ -105,6 +119,12 @@ class Settings:
             problems.append("BILLKIT_APP_PAYMENT_RECOVERY_INTERVAL must be positive and the grace period not negative")
         if not self.database_url or not self.tokenizer_database_url:
             problems.append("set BILLKIT_APP_DATABASE_URL and BILLKIT_APP_TOKENIZER_DATABASE_URL")
+        try:
+            self.trusted_networks()
+        except ValueError:
+            problems.append("BILLKIT_APP_TRUSTED_PROXIES must list IP addresses or networks, comma-separated")
+        if self.audit_head_interval <= dt.timedelta(0) or self.audit_head_every < 1:
+            problems.append("BILLKIT_APP_AUDIT_HEAD_INTERVAL and BILLKIT_APP_AUDIT_HEAD_EVERY must be positive")
         if self.environment != "development":
             if self.session_secret == DEV_SECRET or len(self.session_secret) < 32:
                 problems.append("BILLKIT_APP_SESSION_SECRET is the default or shorter than 32 characters")

@@ -86,6 +86,10 @@ class Transit:
     def hmac(self, key: str, inputs: Sequence[bytes]) -> list[str]:
         return [r["hmac"] for r in self._batch_post(f"hmac/{key}/sha2-256", [{"input": _b64(i)} for i in inputs])]
 
+    def sign(self, key: str, data: bytes) -> str:
+        """A signature of ``data`` by an asymmetric key ("vault:vN:<base64>")."""
+        return self._post(f"sign/{key}", {"input": _b64(data)})["signature"]
+
     def rewrap(self, key: str, ciphertexts: Sequence[str]) -> list[str]:
         return [r["ciphertext"] for r in self._batch_post(f"rewrap/{key}", [{"ciphertext": c} for c in ciphertexts])]
 

@@ -82,6 +82,8 @@ def create_app(settings: Settings | None = None, gateway: PaymentGateway | None 
     app = FastAPI(title="billkit billing app", version="1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.services = services
     app.state.recovery = recovery
+    app.add_middleware(audit.RequestOrigin, trusted=s.trusted_networks())  # audit records' origin
+    services.ctx.heads.start()
     handlers.install(app)
     include_routers(app)
     return app

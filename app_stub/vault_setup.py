@@ -6,8 +6,11 @@ The production cluster configuration reuses exactly these names:
 - key ``pan`` (aes256-gcm96): card numbers, encrypt by the app, decrypt only by the payment processor;
 - key ``pii`` (aes256-gcm96): wraps the per-customer data keys (envelope encryption of personal data);
 - key ``lookup-hmac`` (hmac): blind indexes for exact-match search on encrypted fields;
+- key ``audit-head`` (ed25519): signs the audit chain's head (app_stub.audit);
 - policy ``billing-app``: encrypt with ``pan``; datakey, encrypt and decrypt with ``pii``; hmac with ``lookup-hmac``;
+  sign with ``audit-head``;
 - policy ``payment-processor``: decrypt with ``pan``;
+- policy ``auditor``: read ``audit-head`` (its public keys: what the audit log's verifier checks heads with);
 - policy ``key-rotation``: rotate, read, configure and rewrap ``pan`` and ``pii`` (the forced rewrap command);
 - the app reads short-lived PostgreSQL logins from ``database/creds/billing-app`` and
   ``database/creds/billing-tokenizer`` (the database engine is configured by the platform);
@@ -26,9 +29,11 @@ TRANSIT_MOUNT = "transit"
 KEY_PAN = "pan"
 KEY_PII = "pii"
 KEY_HMAC = "lookup-hmac"
+KEY_AUDIT_HEAD = "audit-head"
 POLICY_APP = "billing-app"
 POLICY_PROCESSOR = "payment-processor"
 POLICY_ROTATION = "key-rotation"
+POLICY_AUDITOR = "auditor"
 APPROLE_MOUNT = "approle"
 DATABASE_MOUNT = "database"
 # Vault database-engine roles whose short-lived logins the app uses (RBAC-05)
@@ -54,6 +59,7 @@ def policies(mount: str = TRANSIT_MOUNT) -> dict[str, str]:
             + rule(f"decrypt/{KEY_PII}", "update")
             + rule(f"hmac/{KEY_HMAC}", "update")
             + rule(f"hmac/{KEY_HMAC}/*", "update")
+            + rule(f"sign/{KEY_AUDIT_HEAD}", "update")
             + "".join(
                 f'path "{DATABASE_MOUNT}/creds/{r}" {{\n  capabilities = ["read"]\n}}\n'
                 for r in (DB_ROLE_APP, DB_ROLE_TOKENIZER)
@@ -67,6 +73,7 @@ def policies(mount: str = TRANSIT_MOUNT) -> dict[str, str]:
             + rule(f"rewrap/{k}", "update")
             for k in (KEY_PAN, KEY_PII)
         ),
+        POLICY_AUDITOR: rule(f"keys/{KEY_AUDIT_HEAD}", "read"),
     }
 
 
@@ -90,11 +97,12 @@ def ensure_vault(client: Any, mount: str = TRANSIT_MOUNT, suffix: str = "") -> A
         (KEY_PAN, {"type": "aes256-gcm96"}),
         (KEY_PII, {"type": "aes256-gcm96"}),
         (KEY_HMAC, {"type": "hmac", "key_size": 32}),
+        (KEY_AUDIT_HEAD, {"type": "ed25519"}),
     ):
         existing = client.adapter.get(f"/v1/{mount}/keys/{name}", raise_exception=False)
         if not existing or "data" not in existing:
             client.adapter.post(f"/v1/{mount}/keys/{name}", json=body)
-        if name != KEY_HMAC:
+        if name in (KEY_PAN, KEY_PII):
             client.adapter.post(f"/v1/{mount}/keys/{name}/config", json={"auto_rotate_period": AUTO_ROTATE_PERIOD})
     for name, hcl in policies(mount).items():
         client.sys.create_or_update_policy(name=name + suffix, policy=hcl)

@@ -64,6 +64,7 @@ class Services:
         )
 
     def close(self) -> None:
+        self.ctx.heads.stop()  # signs a last head of the audit chain
         self.ctx.pool.close()
         self.cards.vault.pool.close()
 

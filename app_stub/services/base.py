@@ -77,10 +77,12 @@ class Context:
     transit: Transit  # the billing-app Vault identity
     gateway: PaymentGateway
     cipher: PersonalDataCipher = field(init=False)
+    heads: audit.HeadSigner = field(init=False)  # signs the audit chain's head (started by the app factory)
     hooks: Hooks = field(default_factory=Hooks)
 
     def __post_init__(self) -> None:
         self.cipher = PersonalDataCipher(self.transit, enabled=self.settings.pii_encryption)
+        self.heads = audit.HeadSigner(self.pool, self.transit, self.settings)
 
 
 class Service:
@@ -97,7 +99,8 @@ class Service:
 
     @contextmanager
     def tx(self) -> Iterator[psycopg.Connection[Any]]:
-        with self.ctx.pool.connection() as conn, conn.transaction():
+        # audit records reach the journal only once the transaction committed
+        with self.ctx.pool.connection() as conn, audit.journaled(conn, self.ctx.heads.nudge), conn.transaction():
             yield conn
 
     def audit_apart(self, actor: str, action: str, target: str, outcome: str, **detail: Any) -> None:

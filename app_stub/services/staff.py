@@ -204,7 +204,7 @@ def bootstrap_admin(dsn: str, username: str, settings: Settings | None = None) -
     password = secrets.token_urlsafe(18) + "7a"  # 146 random bits; meets the letters-and-digits rule
     ph = PasswordHasher(time_cost=s.argon2_time_cost, memory_cost=s.argon2_memory_kib, parallelism=s.argon2_lanes)
     h, now = ph.hash(password), s.clock()
-    with psycopg.connect(dsn) as conn:
+    with psycopg.connect(dsn) as conn, audit.journaled(conn), conn.transaction():
         conn.execute("LOCK TABLE staff.users IN EXCLUSIVE MODE")
         if conn.execute("SELECT 1 FROM staff.users LIMIT 1").fetchone():
             raise AppError(409, "staff accounts exist already: the first admin is created only once")
@@ -228,7 +228,7 @@ def operator_approve_role_request(dsn: str, request_id: int, operator: str, sett
     if not re.fullmatch(r"[a-z0-9_.-]{1,64}", operator):
         raise bad("operator name must be 1-64 characters: lowercase letters, digits, '.', '_' or '-'")
     now = s.clock()
-    with psycopg.connect(dsn) as conn:
+    with psycopg.connect(dsn) as conn, audit.journaled(conn), conn.transaction():
         row = conn.execute(
             "SELECT user_id, role, requested_by, requested_at FROM staff.role_requests WHERE id = %s "
             "AND outcome IS NULL FOR UPDATE",

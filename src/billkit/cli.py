@@ -212,13 +212,22 @@ def audit_log_verify(
         str, typer.Option(envvar="BILLKIT_APP_DATABASE_URL", help="libpq DSN of the app database (read access).")
     ],
     head: Annotated[
-        str | None, typer.Option(help="Expected head hash (from the journal) to detect truncation.")
+        str | None, typer.Option(help="Expected head hash (from the journal): checked besides the signed heads.")
+    ] = None,
+    mount: Annotated[str, typer.Option(help="Vault transit mount holding the audit-head key.")] = "transit",
+    max_head_age: Annotated[
+        float | None, typer.Option(help="Seconds the newest signed head may be old (default: 180, three intervals).")
     ] = None,
 ) -> None:
-    """Recompute the audit log's hash chain; exit 1 if any record was altered, inserted or deleted."""
+    """Recompute the audit log's hash chain and check its signed heads; exit 1 if any record was altered,
+    inserted or deleted (the last ones included), 2 if the heads cannot be checked.
+
+    The heads' public key is read from Vault: set BILLKIT_APP_VAULT_URL, BILLKIT_APP_VAULT_CA_FILE and
+    VAULT_TOKEN (a token with the auditor policy).
+    """
     from app_stub.audit_cli import verify_dsn
 
-    raise typer.Exit(verify_dsn(dsn, head))
+    raise typer.Exit(verify_dsn(dsn, head, mount, max_head_age))
 
 
 @app.command()

@@ -11,7 +11,7 @@ from typing import Any
 import hvac.exceptions
 import psycopg
 import pytest
-from apphelpers import VISA, Env, FakeClock, Services, drop_database, issued_invoice, make_settings, new_database
+from apphelpers import VISA, Env, FakeClock, Services, close_env, issued_invoice, make_settings, new_database
 from psycopg import sql
 
 from app_stub import db
@@ -84,9 +84,7 @@ def dyn(engine: Services) -> Iterator[Env]:
     app = create_app(settings, gateway=gateway)
     env = Env(engine, dbname, clock, settings, app, app.state.services, gateway)
     yield env
-    env.svc.ctx.pool.close()
-    env.svc.cards.vault.pool.close()
-    drop_database(engine, dbname)
+    close_env(env)
 
 
 def _app_logins(env: Env) -> set[str]:

@@ -59,6 +59,8 @@ TRANSIT_KEYS: tuple[TransitKey, ...] = (
     TransitKey("pii", "aes256-gcm96", 90 * DAY),
     TransitKey("lookup-hmac", "hmac", key_size=32),
     TransitKey("backup", "aes256-gcm96", 365 * DAY),
+    # LOG-08: signs the app's audit chain head; its public keys are what auditors verify heads with.
+    TransitKey("audit-head", "ed25519"),
 )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from billkit.lab.testing import host_urls
-from infra.topology import APP_PORT
+from infra.topology import APP_PORT, hosts_of
 
 pytestmark = pytest.mark.lab
 testinfra_hosts = host_urls("app")
@@ -23,6 +23,16 @@ def test_app_host_keeps_role_id_only_and_no_secret_id_on_disk(host):
     env = host.file("/etc/billing-app/app.env").content_string
     assert "BILLKIT_APP_VAULT_SECRET_IDS_WRAPPED=true" in env and "SECRET_ID=" not in env
     assert "sslmode=verify-full" in env and "BILLKIT_APP_VAULT_URL=https://" in env
+
+
+@pytest.mark.control("NET-06")
+def test_app_believes_forwarded_client_addresses_from_the_edge_only(host):
+    """Audit records name the client the WAF saw (LOG-07, proven in tests/app), and no one else may say so."""
+    env = host.file("/etc/billing-app/app.env").content_string
+    edges = ",".join(h.address for h in hosts_of("waf"))
+    assert f"BILLKIT_APP_TRUSTED_PROXIES={edges}\n" in env
+    # uvicorn does not rewrite the peer address itself: the app alone decides whom to believe
+    assert "--no-proxy-headers" in host.file("/etc/systemd/system/billing-app.service").content_string
 
 
 @pytest.mark.control("ENC-01", "NET-02")

@@ -35,6 +35,11 @@ path "transit/hmac/lookup-hmac/*" {
   capabilities = ["update"]
 }
 
+# LOG-08: signs the audit chain's head (app_stub/audit.py); auditors verify with the public key.
+path "transit/sign/audit-head" {
+  capabilities = ["update"]
+}
+
 # RBAC-05: short-lived dynamic database credentials.
 path "database/creds/billing-app" {
   capabilities = ["read"]
