@@ -8,7 +8,6 @@ import hmac
 import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Annotated, Any
 
 import hvac
@@ -17,7 +16,6 @@ import psycopg
 from fastapi import Depends, FastAPI, Form, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
-from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field, StringConstraints
 
 from app_stub import audit, db
@@ -27,10 +25,13 @@ from app_stub.gateway import FakeGateway, PaymentGateway
 from app_stub.rbac import Perm
 from app_stub.service import AppError, Core, Session, Staff
 from app_stub.tokenization import Card, CardError, validate_card
+from app_stub.ui import format as fmt
+from app_stub.ui import qr
+from app_stub.ui.forms import FormErrors
+from app_stub.ui.render import error_page, render
 
 COOKIE = "__Host-billkit_session"
 LOGIN_CSRF = "__Host-billkit_login_csrf"
-templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 
 Text = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
 LongText = Annotated[str, StringConstraints(min_length=1, max_length=500, pattern=r"^[^\x00-\x08\x0b-\x1f\x7f]+$")]
@@ -162,6 +163,9 @@ def create_app(settings: Settings | None = None, gateway: PaymentGateway | None 
     _install_handlers(app)
     _api_routes(app, core)
     _ui_routes(app, core)
+    from app_stub.ui import staff  # imports this module's dependencies: import it once they exist
+
+    app.include_router(staff.router)
     return app
 
 
@@ -187,11 +191,9 @@ def _install_handlers(app: FastAPI) -> None:
         response.headers["Strict-Transport-Security"] = "max-age=31536000; includeSubDomains"
         return response
 
-    def page_or_json(request: Request, status: int, message: str) -> Response:
+    def page_or_json(request: Request, status: int, message: str, problems: list[str] | None = None) -> Response:
         if _wants_html(request):
-            return templates.TemplateResponse(
-                request, "error.html", {"status": status, "message": message}, status_code=status
-            )
+            return error_page(request, status, message, problems)
         return JSONResponse({"detail": message}, status_code=status)
 
     @app.exception_handler(AppError)
@@ -222,10 +224,15 @@ def _install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        html = _wants_html(request)
+        # a page names the field only; the API keeps where it was (body, path, query)
+        skip = ("body", "path", "query") if html else ("body",)
         problems = []
         for e in exc.errors():
-            loc = ".".join(str(p) for p in e.get("loc", ()) if p != "body")
+            loc = ".".join(str(p) for p in e.get("loc", ()) if p not in skip)
             problems.append(f"{loc}: {e.get('msg')}")  # the message, never the input value
+        if html:
+            return page_or_json(request, 422, "the request had missing or invalid values", problems)
         return page_or_json(request, 422, "invalid input: " + "; ".join(problems))
 
 
@@ -274,6 +281,7 @@ async def current_staff(request: Request) -> Staff:
     with core.tx() as conn:
         staff = core.staff(conn, sess.user_id)
     request.state.session = sess
+    request.state.staff = staff  # pages (error pages too) show this staff member's nav
     return staff
 
 
@@ -502,12 +510,25 @@ def _api_routes(app: FastAPI, core: Core) -> None:
 # --- staff web UI ----------------------------------------------------------------------------
 
 
+_CUSTOMER_HINTS = {
+    "name": "enter the customer's name (up to 200 characters)",
+    "email": "enter an email address such as name@example.org",
+    "address": "enter the postal address (up to 500 characters)",
+    "tax_id": "use letters, digits, spaces, '.' and '-' only (up to 40 characters)",
+}
+_LINE_HINTS = {"description": "describe the item (up to 200 characters)"}
+
+
+def _whole(text: str, low: int, high: int) -> int:
+    """A typed whole number within [low, high], or ValueError saying so."""
+    t = text.strip()
+    if not t.isdigit() or not low <= int(t) <= high:
+        raise ValueError(f"enter a whole number from {low} to {high}")
+    return int(t)
+
+
 def _ui_routes(app: FastAPI, core: Core) -> None:
-    def page(request: Request, name: str, status_code: int = 200, **ctx: Any) -> HTMLResponse:
-        sess = getattr(request.state, "session", None)
-        ctx.setdefault("csrf", sess.csrf if sess else "")
-        ctx.setdefault("status", status_code)
-        return templates.TemplateResponse(request, name, ctx, status_code=status_code)
+    page = render
 
     @app.get("/login", response_class=HTMLResponse, include_in_schema=False)
     def login_form(request: Request) -> Response:
@@ -549,20 +570,27 @@ def _ui_routes(app: FastAPI, core: Core) -> None:
         _renewed(resp, sess, core.s)
         return resp
 
+    def enrolment(request: Request, sess: Session, status_code: int = 200, error: str = "") -> Response:
+        uri = core.start_enrolment(sess)
+        secret = uri.split("secret=")[1].split("&")[0]
+        return page(request, "enrol.html", status_code, secret=secret, qr=qr.svg(uri), error=error)
+
     @app.get("/mfa/enrol", response_class=HTMLResponse, include_in_schema=False)
     def enrol_form(request: Request, sess: PendingSession) -> Response:
         if sess.stage != "enrol":
             return RedirectResponse("/", status_code=303)
-        uri = core.start_enrolment(sess)
-        secret = uri.split("secret=")[1].split("&")[0]
-        return page(request, "enrol.html", uri=uri, secret=secret)
+        return enrolment(request, sess)
 
     @app.post("/mfa/enrol", include_in_schema=False)
     def enrol_post(request: Request, sess: PendingSession, code: Annotated[str, Form(max_length=40)]) -> Response:
         try:
             stage, codes = core.finish_enrolment(sess, code)
         except AppError as exc:
-            return page(request, "error.html", exc.status, message=exc.message)
+            if sess.stage != "enrol":
+                raise
+            # the pending key is replaced: say so, or the authenticator keeps the old entry
+            msg = f"{exc.message}. A new key was generated: delete the previous entry and scan this code."
+            return enrolment(request, sess, exc.status, msg)
         resp = page(request, "recovery.html", codes=codes, next="/password" if stage == "password" else "/")
         _renewed(resp, sess, core.s)
         return resp
@@ -593,66 +621,110 @@ def _ui_routes(app: FastAPI, core: Core) -> None:
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def home(request: Request, staff: CurrentStaff) -> Response:
-        return page(request, "home.html", staff=staff, training_version=core.s.training_version)
+        return page(request, "home.html", training_version=core.s.training_version)
 
     @app.post("/training", include_in_schema=False)
     def training_post(request: Request, staff: CurrentStaff) -> Response:
         core.ack_training(staff)
         return RedirectResponse("/", status_code=303)
 
+    def customers_page(request: Request, staff: Staff, status_code: int = 200, **ctx: Any) -> Response:
+        return page(request, "customers.html", status_code, customers=core.list_customers(staff), **ctx)
+
     @app.get("/customers", response_class=HTMLResponse, include_in_schema=False)
     def customers(request: Request, staff: Annotated[Staff, Depends(require(Perm.CUSTOMERS_READ))]) -> Response:
-        return page(request, "customers.html", staff=staff, customers=core.list_customers(staff))
+        return customers_page(request, staff)
 
     @app.post("/customers", include_in_schema=False)
     def customers_post(
         request: Request,
         staff: Annotated[Staff, Depends(require(Perm.CUSTOMERS_WRITE))],
-        name: Annotated[str, Form()],
-        email: Annotated[str, Form()],
-        address: Annotated[str, Form()],
+        name: Annotated[str, Form()] = "",
+        email: Annotated[str, Form()] = "",
+        address: Annotated[str, Form()] = "",
         tax_id: Annotated[str, Form()] = "",
     ) -> Response:
-        body = CustomerIn(name=name, email=email, address=address, tax_id=tax_id)
+        values = {"name": name, "email": email, "address": address, "tax_id": tax_id}
+        errors = FormErrors()
+        body = errors.model(CustomerIn, _CUSTOMER_HINTS, **values)
+        if body is None:
+            return customers_page(request, staff, 422, errors=errors, values=values)
         core.create_customer(staff, body.model_dump())
         return RedirectResponse("/customers", status_code=303)
 
+    def invoices_page(request: Request, staff: Staff, status_code: int = 200, **ctx: Any) -> Response:
+        invs = core.list_invoices(staff)
+        names: dict[int, str] = {}
+        custs: list[dict[str, Any]] = []
+        if Perm.CUSTOMERS_READ in staff.perms:  # names are personal data: only for roles that read customers
+            if Perm.INVOICES_WRITE in staff.perms:
+                custs = core.list_customers(staff)
+            names = core.customer_names(staff, [i["customer_id"] for i in invs])
+        return page(
+            request,
+            "invoices.html",
+            status_code,
+            invoices=invs,
+            names=names,
+            customers=custs,
+            currencies=fmt.COMMON_CURRENCIES,
+            **ctx,
+        )
+
     @app.get("/invoices", response_class=HTMLResponse, include_in_schema=False)
     def invoices(request: Request, staff: Annotated[Staff, Depends(require(Perm.INVOICES_READ))]) -> Response:
-        custs = core.list_customers(staff) if Perm.CUSTOMERS_READ in staff.perms else []
-        return page(request, "invoices.html", staff=staff, invoices=core.list_invoices(staff), customers=custs)
+        return invoices_page(request, staff)
 
     @app.post("/invoices", include_in_schema=False)
     def invoices_post(
         request: Request,
         staff: Annotated[Staff, Depends(require(Perm.INVOICES_WRITE))],
-        customer_id: Annotated[int, Form()],
-        currency: Annotated[str, Form()],
-        description: Annotated[str, Form()],
-        quantity: Annotated[int, Form()],
-        unit_price_minor: Annotated[int, Form()],
-        tax_rate_bp: Annotated[int, Form()],
+        customer_id: Annotated[str, Form()] = "",
+        currency: Annotated[str, Form()] = "",
+        description: Annotated[str, Form()] = "",
+        quantity: Annotated[str, Form()] = "",
+        unit_price: Annotated[str, Form()] = "",
+        tax_rate: Annotated[str, Form()] = "",
     ) -> Response:
-        body = InvoiceIn(
-            customer_id=customer_id,
-            currency=currency,
-            lines=[
-                LineIn(
-                    description=description,
-                    quantity=quantity,
-                    unit_price_minor=unit_price_minor,
-                    tax_rate_bp=tax_rate_bp,
-                )
-            ],
+        values = {
+            "customer_id": customer_id,
+            "currency": currency,
+            "description": description,
+            "quantity": quantity,
+            "unit_price": unit_price,
+            "tax_rate": tax_rate,
+        }
+        errors = FormErrors()
+        cid = errors.parse("customer_id", _whole, customer_id, 1, 2**62)
+        places = errors.parse("currency", fmt.digits, currency.strip().upper())
+        qty = errors.parse("quantity", _whole, quantity, 1, 1_000_000)
+        price = (
+            errors.parse("unit_price", fmt.to_minor, unit_price, currency.strip().upper())
+            if places is not None
+            else None
         )
-        iid = core.create_invoice(staff, body.customer_id, body.currency, [ln.model_dump() for ln in body.lines])
+        bp = errors.parse("tax_rate", fmt.percent_to_bp, tax_rate)
+        line = errors.model(
+            LineIn, _LINE_HINTS, description=description, quantity=qty or 1, unit_price_minor=price or 0,
+            tax_rate_bp=bp or 0,
+        )  # fmt: skip
+        if errors or cid is None or line is None:
+            return invoices_page(request, staff, 422, errors=errors, values=values)
+        iid = core.create_invoice(staff, cid, currency.strip().upper(), [line.model_dump()])
         return RedirectResponse(f"/invoices/{iid}", status_code=303)
+
+    def invoice_page(request: Request, staff: Staff, iid: int, status_code: int = 200, **ctx: Any) -> Response:
+        inv = core.get_invoice(staff, iid)
+        name = None
+        if Perm.CUSTOMERS_READ in staff.perms:
+            name = core.customer_names(staff, [inv["customer_id"]]).get(inv["customer_id"])
+        return page(
+            request, "invoice.html", status_code, inv=inv, customer_name=name, idem=secrets.token_urlsafe(18), **ctx
+        )
 
     @app.get("/invoices/{iid}", response_class=HTMLResponse, include_in_schema=False)
     def invoice(request: Request, iid: int, staff: Annotated[Staff, Depends(require(Perm.INVOICES_READ))]) -> Response:
-        return page(
-            request, "invoice.html", staff=staff, inv=core.get_invoice(staff, iid), idem=secrets.token_urlsafe(18)
-        )
+        return invoice_page(request, staff, iid)
 
     @app.post("/invoices/{iid}/issue", include_in_schema=False)
     def invoice_issue(
@@ -666,15 +738,27 @@ def _ui_routes(app: FastAPI, core: Core) -> None:
         request: Request,
         iid: int,
         staff: Annotated[Staff, Depends(require(Perm.PAYMENTS_CHARGE))],
-        number: Annotated[str, Form(max_length=30)],
-        exp_month: Annotated[int, Form(ge=1, le=12)],
-        exp_year: Annotated[int, Form(ge=2000, le=2100)],
         idempotency_key: Annotated[str, Form(max_length=100)],
+        number: Annotated[str, Form(max_length=30)] = "",
+        exp_month: Annotated[str, Form(max_length=4)] = "",
+        exp_year: Annotated[str, Form(max_length=6)] = "",
     ) -> Response:
-        card = validate_card(number, exp_month, exp_year, core.now().date())
+        errors = FormErrors()
+        month = errors.parse("exp_month", _whole, exp_month, 1, 12)
+        year = errors.parse("exp_year", _whole, exp_year, 2000, 2100)
+        card = None
+        if month is not None and year is not None:
+            try:
+                card = validate_card(number, month, year, core.now().date())
+            except CardError as exc:
+                errors["number"] = f"card refused: {exc}"
+        if card is None:
+            # the card number is never sent back; the expiry is, so only the number is retyped
+            values = {"exp_month": exp_month, "exp_year": exp_year}
+            return invoice_page(request, staff, iid, 422, errors=errors, values=values)
         core.pay(staff, iid, idempotency_key, card, None)
         return RedirectResponse(f"/invoices/{iid}", status_code=303)
 
     @app.get("/audit", response_class=HTMLResponse, include_in_schema=False)
     def audit_page(request: Request, staff: Annotated[Staff, Depends(require(Perm.AUDIT_READ))]) -> Response:
-        return page(request, "audit.html", staff=staff, events=core.audit_events(staff))
+        return page(request, "audit.html", events=core.audit_events(staff))
