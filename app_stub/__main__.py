@@ -19,6 +19,11 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("verify-audit", help="verify the audit log's hash chain")
     ca = sub.add_parser("create-admin", help="create the first admin and print its one-time password")
     ca.add_argument("--username", default="admin")
+    ap = sub.add_parser(
+        "approve-role-request", help="approve a pending admin/payment_processor request as the second person"
+    )
+    ap.add_argument("request_id", type=int)
+    ap.add_argument("--operator", required=True, help="your name, recorded in the audit log")
     args = parser.parse_args(argv)
     owner = os.environ.get("BILLKIT_APP_OWNER_DATABASE_URL", "")
     if not owner:
@@ -40,6 +45,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"first admin '{args.username}' created. One-time password (shown once): {password}")
         print("Log in at /login: you will enrol TOTP (mandatory), choose a new password, then acknowledge the")
         print("security training before the admin role takes effect.")
+        return 0
+    if args.cmd == "approve-role-request":
+        from app_stub.service import AppError, operator_approve_role_request
+
+        try:
+            role = operator_approve_role_request(owner, args.request_id, args.operator)
+        except AppError as exc:
+            print(f"error: {exc.message}", file=sys.stderr)
+            return 1
+        print(f"request {args.request_id} approved: {role} granted; the user logs in again to use it")
         return 0
     if args.cmd == "verify-audit":
         from app_stub.audit_cli import verify_dsn

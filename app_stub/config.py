@@ -48,14 +48,19 @@ class Settings:
     pii_encryption: bool = True
     secure_cookies: bool = True
     idle_timeout: dt.timedelta = dt.timedelta(minutes=15)  # PCI DSS 8.2.8
+    session_max_age: dt.timedelta = dt.timedelta(hours=8)  # absolute limit, however active the session
     max_failed_logins: int = 10  # PCI DSS 8.3.4
     lockout: dt.timedelta = dt.timedelta(minutes=30)
+    # a failure counter starts over only after this long without failures (known and unknown names alike)
+    failure_window: dt.timedelta = dt.timedelta(days=1)
+    role_request_ttl: dt.timedelta = dt.timedelta(days=7)  # a two-person request left undecided expires
     password_min_length: int = 12  # PCI DSS 8.3.6
     password_history: int = 4  # PCI DSS 8.3.7
     password_max_age: dt.timedelta = dt.timedelta(days=90)  # PCI DSS 8.3.9
     argon2_time_cost: int = 3  # argon2id, RFC 9106 low-memory profile
     argon2_memory_kib: int = 65536
     argon2_lanes: int = 4
+    argon2_concurrency: int = 4  # password hashes computed at once (each holds argon2_memory_kib)
     training_version: str = "2026.1"
     training_validity: dt.timedelta = dt.timedelta(days=365)
     issuer: str = "billkit"
@@ -102,6 +107,8 @@ class Settings:
                     problems.append(f"BILLKIT_APP_{name.upper()} is not set")
             if not 1 <= self.max_failed_logins <= 10 or self.lockout < dt.timedelta(minutes=30):
                 problems.append("lockout must follow at most 10 failures and last at least 30 minutes (PCI DSS 8.3.4)")
+            if self.session_max_age > dt.timedelta(hours=12):
+                problems.append("sessions must end after at most 12 hours, however active")
             if self.idle_timeout > dt.timedelta(minutes=15):
                 problems.append("the idle timeout must be 15 minutes or less (PCI DSS 8.2.8)")
             if (

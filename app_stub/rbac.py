@@ -67,6 +67,9 @@ ROLE_PERMISSIONS: dict[str, frozenset[Perm]] = {
     ),
 }
 ROLES = tuple(ROLE_PERMISSIONS)
+# Two-person rule (RBAC-02): one admin requests these roles, another approves. Between them they
+# reach card numbers (payment_processor) or every other power (admin).
+TWO_PERSON_ROLES = frozenset({"admin", "payment_processor"})
 
 
 def permissions(roles: set[str] | frozenset[str]) -> frozenset[Perm]:

@@ -13,10 +13,11 @@ import hmac
 import json
 import re
 import secrets
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, LiteralString
+from typing import Any, Literal, LiteralString
 
 import psycopg
 import pyotp
@@ -47,6 +48,32 @@ class AppError(Exception):
 
 def _bad(msg: str) -> AppError:
     return AppError(400, msg)
+
+
+class BoundedHasher(PasswordHasher):
+    """argon2id with at most ``slots`` hashes at once: each costs its memory (64 MiB in production), so
+    a flood of unauthenticated logins waits here (then gets 503) instead of exhausting the host's memory."""
+
+    def __init__(self, slots: int, wait_seconds: float = 10.0, **params: Any) -> None:
+        super().__init__(**params)
+        self._slots, self._wait = threading.BoundedSemaphore(slots), wait_seconds
+
+    @contextmanager
+    def _slot(self) -> Iterator[None]:
+        if not self._slots.acquire(timeout=self._wait):
+            raise AppError(503, "too many sign-ins at once: try again in a moment")
+        try:
+            yield
+        finally:
+            self._slots.release()
+
+    def hash(self, password: str | bytes, *, salt: bytes | None = None) -> str:
+        with self._slot():
+            return super().hash(password, salt=salt)
+
+    def verify(self, hash: str | bytes, password: str | bytes) -> Literal[True]:  # noqa: A002 - the base class's name
+        with self._slot():
+            return super().verify(hash, password)
 
 
 @dataclass
@@ -101,7 +128,8 @@ class Core:
         self.gateway = gateway
         self.hooks = Hooks()
         # argon2id; the defaults are RFC 9106's low-memory profile (t=3, 64 MiB, p=4)
-        self.ph = PasswordHasher(
+        self.ph = BoundedHasher(
+            settings.argon2_concurrency,
             time_cost=settings.argon2_time_cost,
             memory_cost=settings.argon2_memory_kib,
             parallelism=settings.argon2_lanes,
@@ -132,18 +160,21 @@ class Core:
         if not re.search(r"[A-Za-z]", password) or not re.search(r"[0-9]", password):
             raise _bad("password must contain both letters and digits")
 
-    def create_user(self, username: str, password: str, actor: str = "system") -> int:
+    def create_user(self, username: str, password: str, actor: str = "system", must_change: bool = True) -> int:
+        """A new staff account without roles. ``must_change``: the password someone else chose is
+        created expired, so the user replaces it right after MFA at first login (PCI DSS 8.3.5)."""
         if not re.fullmatch(r"[a-z0-9_.-]{3,64}", username):
             raise _bad("username must be 3-64 characters: lowercase letters, digits, '.', '_' or '-'")
         self.check_password_policy(password)
         now, h = self.now(), self.ph.hash(password)
+        changed = now - self.s.password_max_age - dt.timedelta(seconds=1) if must_change else now
         with self.tx() as conn:
             if conn.execute("SELECT 1 FROM staff.users WHERE username = %s", (username,)).fetchone():
                 raise AppError(409, f"user {username!r} already exists")
             (uid,) = conn.execute(
                 "INSERT INTO staff.users (username, password_hash, password_changed_at, created_at) "
                 "VALUES (%s, %s, %s, %s) RETURNING id",
-                (username, h, now, now),
+                (username, h, changed, now),
             ).fetchone()  # type: ignore[misc]
             conn.execute(
                 "INSERT INTO staff.password_history (user_id, password_hash, changed_at) VALUES (%s, %s, %s)",
@@ -161,10 +192,11 @@ class Core:
 
     def staff(self, conn: psycopg.Connection[Any], user_id: int) -> Staff:
         row = conn.execute(
-            "SELECT id, username, training_version, training_acked_at FROM staff.users WHERE id = %s", (user_id,)
+            "SELECT id, username, training_version, training_acked_at, disabled_at FROM staff.users WHERE id = %s",
+            (user_id,),
         ).fetchone()
-        if row is None:
-            raise AppError(401, "unknown user")
+        if row is None or row[4] is not None:
+            raise AppError(401, "unknown or disabled user: log in again")
         granted = frozenset(
             r[0] for r in conn.execute("SELECT role FROM staff.user_roles WHERE user_id = %s", (user_id,))
         )
@@ -173,52 +205,93 @@ class Core:
         )
         return Staff(row[0], row[1], granted if current else frozenset(), granted, current)
 
-    def _fail_login(self, conn: psycopg.Connection[Any], uid: int, failed: int, what: str) -> None:
+    LOCKED = "account locked after too many failed attempts; try again later or ask an admin"
+
+    def _count_failure(
+        self, conn: psycopg.Connection[Any], uid: int, action: str, target: str, message: str
+    ) -> AppError:
+        """One more failed proof of identity (password, MFA or step-up code): all count toward one lockout
+        (HRD-03). Committed with the caller's transaction, which must not roll back; returns the error to raise."""
         now = self.now()
-        failed += 1
+        failed, last = conn.execute(
+            "SELECT failed_attempts, last_failed_at FROM staff.users WHERE id = %s FOR UPDATE", (uid,)
+        ).fetchone()  # type: ignore[misc]
+        failed = 1 if last is None or last + self.s.failure_window < now else failed + 1
         locked = now + self.s.lockout if failed >= self.s.max_failed_logins else None
         conn.execute(
-            "UPDATE staff.users SET failed_attempts = %s, locked_until = COALESCE(%s, locked_until) WHERE id = %s",
-            (failed, locked, uid),
+            "UPDATE staff.users SET failed_attempts = %s, last_failed_at = %s, "
+            "locked_until = COALESCE(%s, locked_until) WHERE id = %s",
+            (failed, now, locked, uid),
         )
-        audit.append(conn, now, f"user:{uid}", what, f"user:{uid}", "failure", failed_attempts=failed)
+        audit.append(conn, now, f"user:{uid}", action, target, "failure", failed_attempts=failed)
         if locked:
             audit.append(conn, now, "system", "auth.lockout", f"user:{uid}", locked_until=locked.isoformat())
+        return AppError(401, message)
+
+    def _unknown_login(self, conn: psycopg.Connection[Any], name: str, password: str) -> AppError:
+        """A login for a name that is no account: same work, same answers and same lockout as a real one."""
+        now = self.now()
+        h = hmac.new(self.s.session_secret.encode(), b"login-name:" + name.encode(), hashlib.sha256).hexdigest()
+        conn.execute("DELETE FROM staff.unknown_logins WHERE last_failed_at < %s", (now - self.s.failure_window,))
+        row = conn.execute(
+            "SELECT locked_until FROM staff.unknown_logins WHERE name_hash = %s FOR UPDATE", (h,)
+        ).fetchone()
+        if row is not None and row[0] is not None and row[0] > now:
+            audit.append(conn, now, "anonymous", "auth.login", "user:unknown", "refused-locked")
+            return AppError(423, self.LOCKED)
+        with contextlib.suppress(VerificationError, InvalidHashError):
+            self.ph.verify(self._dummy_hash, password)  # same cost whether or not the user exists
+        (failed,) = conn.execute(
+            "INSERT INTO staff.unknown_logins (name_hash, failed_attempts, last_failed_at) VALUES (%s, 1, %s) "
+            "ON CONFLICT (name_hash) DO UPDATE SET failed_attempts = staff.unknown_logins.failed_attempts + 1, "
+            "last_failed_at = EXCLUDED.last_failed_at RETURNING failed_attempts",
+            (h, now),
+        ).fetchone()  # type: ignore[misc]
+        if failed >= self.s.max_failed_logins:
+            conn.execute(
+                "UPDATE staff.unknown_logins SET locked_until = %s WHERE name_hash = %s", (now + self.s.lockout, h)
+            )
+        audit.append(conn, now, "anonymous", "auth.login", "user:unknown", "failure")
+        return AppError(401, "invalid username or password")
 
     def login(self, username: str, password: str) -> tuple[str, Session]:
-        """Check the password; return a new (cookie, session) at stage mfa, enrol or password."""
+        """Check the password; return a new (cookie, session) at stage mfa or enrol.
+
+        Every refusal is committed with its audit record before it is raised."""
         now = self.now()
         generic = AppError(401, "invalid username or password")
+        err: AppError | None = None
         result: tuple[str, Session] | None = None
         with self.tx() as conn:
             row = conn.execute(
-                "SELECT id, password_hash, failed_attempts, locked_until, totp_secret_ct, password_changed_at "
+                "SELECT id, password_hash, locked_until, totp_secret_ct, disabled_at "
                 "FROM staff.users WHERE username = %s FOR UPDATE",
                 (username[:64],),
             ).fetchone()
             if row is None:
-                with contextlib.suppress(VerificationError, InvalidHashError):
-                    self.ph.verify(self._dummy_hash, password)  # same cost whether or not the user exists
-                audit.append(conn, now, "anonymous", "auth.login", "user:unknown", "failure")
-                raise generic
-            uid, phash, failed, locked_until, totp_ct, changed = row
-            if locked_until is not None and locked_until > now:
-                self.audit_apart(f"user:{uid}", "auth.login", f"user:{uid}", "refused-locked")
-                raise AppError(423, "account locked after too many failed attempts; try again later or ask an admin")
-            try:
-                self.ph.verify(phash, password)
-            except (VerificationError, InvalidHashError):
-                self._fail_login(conn, uid, failed, "auth.login")  # committed: failures count although refused
-                err = generic
+                err = self._unknown_login(conn, username[:64], password)
             else:
-                err = None
-                if self.ph.check_needs_rehash(phash):
-                    conn.execute(
-                        "UPDATE staff.users SET password_hash = %s WHERE id = %s", (self.ph.hash(password), uid)
-                    )
-                stage = "mfa" if totp_ct else "enrol"
-                result = self._new_session(conn, uid, stage)
-                audit.append(conn, now, f"user:{uid}", "auth.password", f"user:{uid}", next_stage=stage)
+                uid, phash, locked_until, totp_ct, disabled = row
+                try:
+                    if locked_until is not None and locked_until > now:
+                        audit.append(conn, now, f"user:{uid}", "auth.login", f"user:{uid}", "refused-locked")
+                        err = AppError(423, self.LOCKED)
+                    else:
+                        self.ph.verify(phash, password)
+                except (VerificationError, InvalidHashError):
+                    err = self._count_failure(conn, uid, "auth.login", f"user:{uid}", generic.message)
+                if err is None and disabled is not None:
+                    # no hint that the password was right or that the account exists but is disabled
+                    audit.append(conn, now, f"user:{uid}", "auth.login", f"user:{uid}", "refused-disabled")
+                    err = generic
+                if err is None:
+                    if self.ph.check_needs_rehash(phash):
+                        conn.execute(
+                            "UPDATE staff.users SET password_hash = %s WHERE id = %s", (self.ph.hash(password), uid)
+                        )
+                    stage = "mfa" if totp_ct else "enrol"
+                    result = self._new_session(conn, uid, stage)
+                    audit.append(conn, now, f"user:{uid}", "auth.password", f"user:{uid}", next_stage=stage)
         if err is not None or result is None:
             raise err or generic
         return result
@@ -244,11 +317,15 @@ class Core:
         now, h = self.now(), self._sid_hash(cookie)
         with self.tx() as conn:
             row = conn.execute(
-                "SELECT user_id, stage, csrf, pending_totp_ct, last_seen FROM staff.sessions WHERE id_hash = %s "
-                "FOR UPDATE",
+                "SELECT user_id, stage, csrf, pending_totp_ct, last_seen, created_at FROM staff.sessions "
+                "WHERE id_hash = %s FOR UPDATE",
                 (h,),
             ).fetchone()
             if row is None:
+                return None
+            if row[5] + self.s.session_max_age < now:
+                conn.execute("DELETE FROM staff.sessions WHERE id_hash = %s", (h,))
+                audit.append(conn, now, f"user:{row[0]}", "auth.session_expired", f"user:{row[0]}")
                 return None
             if row[4] + self.s.idle_timeout < now:
                 conn.execute("DELETE FROM staff.sessions WHERE id_hash = %s", (h,))
@@ -266,14 +343,21 @@ class Core:
         (changed,) = conn.execute("SELECT password_changed_at FROM staff.users WHERE id = %s", (uid,)).fetchone()  # type: ignore[misc]
         stage = "password" if changed + self.s.password_max_age < self.now() else "full"
         # full authentication gets a fresh session id (and CSRF token): no session fixation across the MFA step
+        self._renew_session(conn, sess, stage, new_csrf=True)
+        return stage
+
+    def _renew_session(self, conn: psycopg.Connection[Any], sess: Session, stage: str, new_csrf: bool) -> None:
         cookie = secrets.token_urlsafe(32)
-        new_hash, csrf = self._sid_hash(cookie), secrets.token_urlsafe(32)
+        new_hash, csrf = self._sid_hash(cookie), secrets.token_urlsafe(32) if new_csrf else sess.csrf
         conn.execute(
             "UPDATE staff.sessions SET id_hash = %s, csrf = %s, stage = %s, pending_totp_ct = NULL WHERE id_hash = %s",
             (new_hash, csrf, stage, sess.id_hash),
         )
         sess.id_hash, sess.csrf, sess.stage, sess.new_cookie = new_hash, csrf, stage, cookie
-        return stage
+
+    def _end_sessions(self, conn: psycopg.Connection[Any], uid: int, keep: str = "") -> None:
+        """End a user's sessions (but ``keep``): after a change of password, roles or account state."""
+        conn.execute("DELETE FROM staff.sessions WHERE user_id = %s AND id_hash <> %s", (uid, keep))
 
     def _totp_ok(self, secret: str, code: str, last_step: int) -> int | None:
         """The accepted time step, or None. Codes of a step already used are refused (no replay)."""
@@ -306,9 +390,9 @@ class Core:
         now, uid = self.now(), sess.user_id
         ok, err, method, stage = False, None, "", sess.stage
         with self.tx() as conn:
-            secret, last, failed, locked = self._user_totp(conn, uid)
+            secret, last, _, locked = self._user_totp(conn, uid)
             if locked is not None and locked > now:
-                raise AppError(423, "account locked after too many failed attempts; try again later")
+                raise AppError(423, self.LOCKED)
             step = self._totp_ok(secret, code, last)
             if step is not None:
                 conn.execute("UPDATE staff.users SET totp_last_step = %s WHERE id = %s", (step, uid))
@@ -320,8 +404,7 @@ class Core:
                 stage = self._set_stage(conn, sess, uid)
                 audit.append(conn, now, f"user:{uid}", "auth.mfa", f"user:{uid}", method=method)
             else:
-                self._fail_login(conn, uid, failed, "auth.mfa")
-                err = AppError(401, "invalid MFA code")
+                err = self._count_failure(conn, uid, "auth.mfa", f"user:{uid}", "invalid MFA code")
         if err:
             raise err
         return stage
@@ -374,53 +457,84 @@ class Core:
             audit.append(conn, self.now(), f"user:{sess.user_id}", "auth.mfa_enrol", f"user:{sess.user_id}")
         return stage, codes
 
-    def step_up(self, conn: psycopg.Connection[Any], staff: Staff, code: str | None, purpose: str) -> None:
-        """Step-up MFA: a fresh TOTP code for this one sensitive action (MFA-04)."""
-        if not code:
-            self.audit_apart(staff.actor, "auth.step_up", purpose, "missing")
-            raise AppError(401, f"step-up MFA required for {purpose}: send a current TOTP code")
-        secret, last, failed, _ = self._user_totp(conn, staff.id)
-        step = self._totp_ok(secret, code, last)
-        if step is None:
-            self.audit_apart(staff.actor, "auth.step_up", purpose, "failure")
-            raise AppError(401, "step-up MFA code invalid or already used")
-        conn.execute("UPDATE staff.users SET totp_last_step = %s WHERE id = %s", (step, staff.id))
-        audit.append(conn, self.now(), staff.actor, "auth.step_up", purpose)
+    def step_up(self, staff: Staff, code: str | None, purpose: str) -> None:
+        """Step-up MFA: a fresh TOTP code for this one sensitive action (MFA-04).
+
+        Runs in its own committed transaction before the action: a spent code stays spent and a wrong
+        one counts toward the same lockout as a wrong password (HRD-03), whatever the action does next."""
+        now = self.now()
+        err: AppError | None = None
+        with self.tx() as conn:
+            if not code:
+                audit.append(conn, now, staff.actor, "auth.step_up", purpose, "missing")
+                err = AppError(401, f"step-up MFA required for {purpose}: send a current TOTP code")
+            else:
+                secret, last, _, locked = self._user_totp(conn, staff.id)
+                step = self._totp_ok(secret, code, last)
+                if locked is not None and locked > now:
+                    audit.append(conn, now, staff.actor, "auth.step_up", purpose, "refused-locked")
+                    err = AppError(423, self.LOCKED)
+                elif step is None:
+                    msg = "step-up MFA code invalid or already used"
+                    err = self._count_failure(conn, staff.id, "auth.step_up", purpose, msg)
+                else:
+                    conn.execute(
+                        "UPDATE staff.users SET totp_last_step = %s, failed_attempts = 0 WHERE id = %s",
+                        (step, staff.id),
+                    )
+                    audit.append(conn, now, staff.actor, "auth.step_up", purpose)
+        if err is not None:
+            raise err
 
     def change_password(self, sess: Session, old: str, new: str) -> None:
+        """Only after the second factor (MFA-01); a wrong current password counts toward the lockout (HRD-03).
+        Ends the user's other sessions and renews this one's id."""
+        if sess.stage not in ("password", "full"):
+            raise AppError(401, "finish MFA first: the password can be changed only after the second factor")
         self.check_password_policy(new)
-        now = self.now()
+        now, uid = self.now(), sess.user_id
+        err: AppError | None = None
         with self.tx() as conn:
-            (phash,) = conn.execute(
-                "SELECT password_hash FROM staff.users WHERE id = %s FOR UPDATE", (sess.user_id,)
+            phash, locked = conn.execute(
+                "SELECT password_hash, locked_until FROM staff.users WHERE id = %s FOR UPDATE", (uid,)
             ).fetchone()  # type: ignore[misc]
             try:
-                self.ph.verify(phash, old)
+                if locked is not None and locked > now:
+                    audit.append(conn, now, f"user:{uid}", "auth.password_change", f"user:{uid}", "refused-locked")
+                    err = AppError(423, self.LOCKED)
+                else:
+                    self.ph.verify(phash, old)
             except (VerificationError, InvalidHashError):
-                raise AppError(401, "current password is wrong") from None
-            history = conn.execute(
-                "SELECT password_hash FROM staff.password_history WHERE user_id = %s ORDER BY changed_at DESC LIMIT %s",
-                (sess.user_id, self.s.password_history),
-            ).fetchall()
-            for (old_hash,) in history:
-                try:
-                    self.ph.verify(old_hash, new)
-                except (VerificationError, InvalidHashError):
-                    continue
-                raise _bad(f"password was used recently: choose one not among your last {self.s.password_history}")
-            h = self.ph.hash(new)
-            conn.execute(
-                "UPDATE staff.users SET password_hash = %s, password_changed_at = %s WHERE id = %s",
-                (h, now, sess.user_id),
-            )
-            conn.execute(
-                "INSERT INTO staff.password_history (user_id, password_hash, changed_at) VALUES (%s,%s,%s)",
-                (sess.user_id, h, now),
-            )
-            if sess.stage == "password":
-                conn.execute("UPDATE staff.sessions SET stage = 'full' WHERE id_hash = %s", (sess.id_hash,))
-                sess.stage = "full"
-            audit.append(conn, now, f"user:{sess.user_id}", "auth.password_change", f"user:{sess.user_id}")
+                err = self._count_failure(conn, uid, "auth.password_change", f"user:{uid}", "current password is wrong")
+            if err is None:
+                self._store_password(conn, sess, new, now)
+        if err is not None:
+            raise err
+
+    def _store_password(self, conn: psycopg.Connection[Any], sess: Session, new: str, now: dt.datetime) -> None:
+        uid = sess.user_id
+        history = conn.execute(
+            "SELECT password_hash FROM staff.password_history WHERE user_id = %s ORDER BY changed_at DESC LIMIT %s",
+            (uid, self.s.password_history),
+        ).fetchall()
+        for (old_hash,) in history:
+            try:
+                self.ph.verify(old_hash, new)
+            except (VerificationError, InvalidHashError):
+                continue
+            raise _bad(f"password was used recently: choose one not among your last {self.s.password_history}")
+        h = self.ph.hash(new)
+        conn.execute(
+            "UPDATE staff.users SET password_hash = %s, password_changed_at = %s, failed_attempts = 0 WHERE id = %s",
+            (h, now, uid),
+        )
+        conn.execute(
+            "INSERT INTO staff.password_history (user_id, password_hash, changed_at) VALUES (%s,%s,%s)",
+            (uid, h, now),
+        )
+        self._renew_session(conn, sess, "full", new_csrf=False)
+        self._end_sessions(conn, uid, keep=sess.id_hash)
+        audit.append(conn, now, f"user:{uid}", "auth.password_change", f"user:{uid}")
 
     def ack_training(self, staff: Staff) -> None:
         now = self.now()
@@ -431,36 +545,146 @@ class Core:
             )
             audit.append(conn, now, staff.actor, "training.acknowledge", staff.actor, version=self.s.training_version)
 
-    def grant_role(self, staff: Staff, user_id: int, role: str, code: str | None, revoke: bool = False) -> None:
-        if role not in rbac.ROLES:
-            raise _bad(f"unknown role {role!r}; roles: {', '.join(rbac.ROLES)}")
-        now = self.now()
+    # --- separation of duties (RBAC-02) -------------------------------------------------
+
+    def _not_self(self, staff: Staff, user_id: int, action: str, **detail: Any) -> None:
+        if user_id == staff.id:
+            self.audit_apart(staff.actor, action, f"user:{user_id}", "refused", reason="own account", **detail)
+            raise AppError(403, "you cannot change the roles or state of your own account: ask another admin")
+
+    def _user_exists(self, user_id: int) -> None:
         with self.tx() as conn:
             if not conn.execute("SELECT 1 FROM staff.users WHERE id = %s", (user_id,)).fetchone():
                 raise AppError(404, f"no user {user_id}")
-            self.step_up(conn, staff, code, f"role.{'revoke' if revoke else 'grant'}")
+
+    def grant_role(
+        self, staff: Staff, user_id: int, role: str, code: str | None, revoke: bool = False
+    ) -> dict[str, Any]:
+        """Grant or revoke a role with step-up MFA, never on oneself. ``admin`` and ``payment_processor``
+        need a second admin: granting them files a request that another admin approves."""
+        if role not in rbac.ROLES:
+            raise _bad(f"unknown role {role!r}; roles: {', '.join(rbac.ROLES)}")
+        action = "role.revoke" if revoke else "role.grant"
+        self._not_self(staff, user_id, action, role=role)
+        self._user_exists(user_id)
+        self.step_up(staff, code, action)
+        now = self.now()
+        with self.tx() as conn:
+            conn.execute("SELECT 1 FROM staff.users WHERE id = %s FOR UPDATE", (user_id,))
             if revoke:
                 conn.execute("DELETE FROM staff.user_roles WHERE user_id = %s AND role = %s", (user_id, role))
-            else:
+                self._end_sessions(conn, user_id)
+                audit.append(conn, now, staff.actor, action, f"user:{user_id}", role=role)
+                return {"status": "revoked"}
+            held = conn.execute(
+                "SELECT 1 FROM staff.user_roles WHERE user_id = %s AND role = %s", (user_id, role)
+            ).fetchone()
+            if held is None and role in rbac.TWO_PERSON_ROLES:
+                row = conn.execute(
+                    "INSERT INTO staff.role_requests (user_id, role, requested_by, requested_at) "
+                    "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING id",
+                    (user_id, role, staff.id, now),
+                ).fetchone()
+                if row is None:
+                    raise AppError(409, f"a request for {role} already waits for approval: see the pending requests")
+                audit.append(conn, now, staff.actor, "role.request", f"user:{user_id}", role=role, request=row[0])
+                return {"status": "pending", "request_id": row[0]}
+            if held is None:
+                conn.execute(
+                    "INSERT INTO staff.user_roles (user_id, role, granted_by, granted_at) VALUES (%s, %s, %s, %s)",
+                    (user_id, role, staff.id, now),
+                )
+                self._end_sessions(conn, user_id)
+            audit.append(conn, now, staff.actor, action, f"user:{user_id}", role=role)
+        return {"status": "granted"}
+
+    def role_requests(self, staff: Staff) -> list[dict[str, Any]]:
+        """Requests waiting for a second admin (expired ones are not shown: they cannot be approved)."""
+        with self.tx() as conn:
+            rows = conn.execute(
+                "SELECT r.id, r.user_id, u.username, r.role, r.requested_by, q.username, r.requested_at "
+                "FROM staff.role_requests r JOIN staff.users u ON u.id = r.user_id "
+                "JOIN staff.users q ON q.id = r.requested_by WHERE r.outcome IS NULL AND r.requested_at > %s "
+                "ORDER BY r.id",
+                (self.now() - self.s.role_request_ttl,),
+            ).fetchall()
+        keys = ("id", "user_id", "username", "role", "requested_by", "requested_by_username", "requested_at")
+        return [dict(zip(keys, r, strict=True)) for r in rows]
+
+    def decide_role_request(self, staff: Staff, request_id: int, approve: bool, code: str | None) -> dict[str, Any]:
+        """Approve (a second admin, with step-up MFA) or reject a pending role request."""
+        action = "role.approve" if approve else "role.reject"
+
+        def pending(conn: psycopg.Connection[Any], lock: bool) -> tuple[int, str, int]:
+            query = "SELECT user_id, role, requested_by, outcome, requested_at FROM staff.role_requests WHERE id = %s"
+            row = conn.execute(query + " FOR UPDATE" if lock else query, (request_id,)).fetchone()
+            if row is None:
+                raise AppError(404, f"no role request {request_id}")
+            if row[3] is not None:
+                raise AppError(409, f"role request {request_id} was already {row[3]}")
+            if row[4] + self.s.role_request_ttl < self.now():
+                raise AppError(409, f"role request {request_id} expired: file a new one")
+            return row[0], row[1], row[2]
+
+        with self.tx() as conn:
+            user_id, role, requested_by = pending(conn, lock=False)
+        if approve and staff.id in (requested_by, user_id):
+            self.audit_apart(staff.actor, action, f"user:{user_id}", "refused", role=role, request=request_id)
+            raise AppError(403, "a second admin must approve: not the one who asked, nor the one who gets the role")
+        if approve:
+            self.step_up(staff, code, action)
+        now = self.now()
+        with self.tx() as conn:
+            user_id, role, requested_by = pending(conn, lock=True)  # a racing decision may have come first
+            conn.execute(
+                "UPDATE staff.role_requests SET outcome = %s, decided_by = %s, decided_at = %s WHERE id = %s",
+                ("approved" if approve else "rejected", staff.id, now, request_id),
+            )
+            if approve:
                 conn.execute(
                     "INSERT INTO staff.user_roles (user_id, role, granted_by, granted_at) VALUES (%s, %s, %s, %s) "
                     "ON CONFLICT DO NOTHING",
-                    (user_id, role, staff.id, now),
+                    (user_id, role, requested_by, now),
                 )
-            audit.append(
-                conn, now, staff.actor, "role.revoke" if revoke else "role.grant", f"user:{user_id}", role=role
-            )
+                self._end_sessions(conn, user_id)
+            audit.append(conn, now, staff.actor, action, f"user:{user_id}", role=role, request=request_id)
+        return {"status": "granted" if approve else "rejected"}
+
+    def set_disabled(self, staff: Staff, user_id: int, disabled: bool) -> dict[str, str]:
+        """Disable (ends every session; login refused) or enable an account; never one's own."""
+        action = "user.disable" if disabled else "user.enable"
+        self._not_self(staff, user_id, action)
+        now = self.now()
+        with self.tx() as conn:
+            row = conn.execute(
+                "UPDATE staff.users SET disabled_at = %s WHERE id = %s RETURNING id",
+                (now if disabled else None, user_id),
+            ).fetchone()
+            if row is None:
+                raise AppError(404, f"no user {user_id}")
+            self._end_sessions(conn, user_id)
+            audit.append(conn, now, staff.actor, action, f"user:{user_id}")
+        return {"status": "disabled" if disabled else "enabled"}
 
     def list_users(self, staff: Staff) -> list[dict[str, Any]]:
         with self.tx() as conn:
             rows = conn.execute(
                 "SELECT u.id, u.username, u.locked_until, u.training_version, "
-                "COALESCE(array_agg(r.role ORDER BY r.role) FILTER (WHERE r.role IS NOT NULL), '{}') "
+                "COALESCE(array_agg(r.role ORDER BY r.role) FILTER (WHERE r.role IS NOT NULL), '{}'), "
+                "u.disabled_at IS NOT NULL "
                 "FROM staff.users u LEFT JOIN staff.user_roles r ON r.user_id = u.id GROUP BY u.id ORDER BY u.id"
             ).fetchall()
             audit.append(conn, self.now(), staff.actor, "user.list", "users")
         return [
-            {"id": r[0], "username": r[1], "locked_until": r[2], "training_version": r[3], "roles": r[4]} for r in rows
+            {
+                "id": r[0],
+                "username": r[1],
+                "locked_until": r[2],
+                "training_version": r[3],
+                "roles": r[4],
+                "disabled": r[5],
+            }
+            for r in rows
         ]
 
     # --- customers (personal data: envelope-encrypted) ---------------------------------
@@ -757,7 +981,7 @@ class Core:
         with self.tx() as conn:
             if token_details(conn, token) is None:
                 raise AppError(404, "unknown card token")
-            self.step_up(conn, staff, code, "card.detokenize")
+        self.step_up(staff, code, "card.detokenize")
         # the step-up is committed (its code is spent) before the number is revealed
         pan = self.tokens.detokenize(token)
         with self.tx() as conn:
@@ -1001,6 +1225,38 @@ def bootstrap_admin(dsn: str, username: str, settings: Settings | None = None) -
         conn.execute("INSERT INTO staff.user_roles (user_id, role, granted_at) VALUES (%s, 'admin', %s)", (row[0], now))
         audit.append(conn, now, "system", "user.bootstrap_admin", f"user:{row[0]}", role="admin")
     return password
+
+
+def operator_approve_role_request(dsn: str, request_id: int, operator: str, settings: Settings | None = None) -> str:
+    """The second person when only one admin exists (after bootstrap): an operator holding the schema
+    owner's credentials approves a pending request, audited under their name. Returns the role granted."""
+    s = settings or Settings()
+    if not re.fullmatch(r"[a-z0-9_.-]{1,64}", operator):
+        raise _bad("operator name must be 1-64 characters: lowercase letters, digits, '.', '_' or '-'")
+    now = s.clock()
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            "SELECT user_id, role, requested_by, requested_at FROM staff.role_requests WHERE id = %s "
+            "AND outcome IS NULL FOR UPDATE",
+            (request_id,),
+        ).fetchone()
+        if row is None:
+            raise AppError(404, f"no pending role request {request_id}: list them in the app or staff.role_requests")
+        if row[3] + s.role_request_ttl < now:
+            raise AppError(409, f"role request {request_id} expired: file a new one")
+        conn.execute(
+            "UPDATE staff.role_requests SET outcome = 'approved', decided_at = %s WHERE id = %s", (now, request_id)
+        )
+        conn.execute(
+            "INSERT INTO staff.user_roles (user_id, role, granted_by, granted_at) VALUES (%s, %s, %s, %s) "
+            "ON CONFLICT DO NOTHING",
+            (row[0], row[1], row[2], now),
+        )
+        conn.execute("DELETE FROM staff.sessions WHERE user_id = %s", (row[0],))
+        audit.append(
+            conn, now, f"operator:{operator}", "role.approve", f"user:{row[0]}", role=row[1], request=request_id
+        )
+    return str(row[1])
 
 
 def _b32(n: int) -> str:

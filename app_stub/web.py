@@ -353,8 +353,9 @@ def _api_routes(app: FastAPI, core: Core) -> None:
         return {"stage": stage, "recovery_codes": codes, "csrf_token": sess.csrf}
 
     @app.post("/api/password", tags=["auth"])
-    def api_password(body: PasswordIn, sess: PendingSession) -> dict[str, Any]:
+    def api_password(body: PasswordIn, sess: PendingSession, response: Response) -> dict[str, Any]:
         core.change_password(sess, body.old_password, body.new_password)
+        _renewed(response, sess, core.s)
         return {"stage": sess.stage}
 
     @app.post("/api/logout", tags=["auth"])
@@ -392,10 +393,14 @@ def _api_routes(app: FastAPI, core: Core) -> None:
         user_id: int,
         body: RoleIn,
         staff: Annotated[Staff, Depends(require(Perm.ROLES_GRANT))],
+        response: Response,
         x_step_up_code: Annotated[str | None, Header(max_length=40)] = None,
-    ) -> dict[str, str]:
-        core.grant_role(staff, user_id, body.role, x_step_up_code)
-        return {"status": "granted"}
+    ) -> dict[str, Any]:
+        """200 when granted; 202 with a request ID when the role needs a second admin's approval."""
+        result = core.grant_role(staff, user_id, body.role, x_step_up_code)
+        if result["status"] == "pending":
+            response.status_code = 202
+        return result
 
     @app.delete("/api/users/{user_id}/roles/{role}", tags=["staff"], openapi_extra=_perm(Perm.ROLES_GRANT))
     def api_revoke(
@@ -403,9 +408,32 @@ def _api_routes(app: FastAPI, core: Core) -> None:
         role: str,
         staff: Annotated[Staff, Depends(require(Perm.ROLES_GRANT))],
         x_step_up_code: Annotated[str | None, Header(max_length=40)] = None,
-    ) -> dict[str, str]:
-        core.grant_role(staff, user_id, role, x_step_up_code, revoke=True)
-        return {"status": "revoked"}
+    ) -> dict[str, Any]:
+        return core.grant_role(staff, user_id, role, x_step_up_code, revoke=True)
+
+    @app.post("/api/users/{user_id}/disable", tags=["staff"], openapi_extra=_perm(Perm.USERS_MANAGE))
+    def api_disable(user_id: int, staff: Annotated[Staff, Depends(require(Perm.USERS_MANAGE))]) -> dict[str, str]:
+        return core.set_disabled(staff, user_id, True)
+
+    @app.post("/api/users/{user_id}/enable", tags=["staff"], openapi_extra=_perm(Perm.USERS_MANAGE))
+    def api_enable(user_id: int, staff: Annotated[Staff, Depends(require(Perm.USERS_MANAGE))]) -> dict[str, str]:
+        return core.set_disabled(staff, user_id, False)
+
+    @app.get("/api/role-requests", tags=["staff"], openapi_extra=_perm(Perm.ROLES_GRANT))
+    def api_role_requests(staff: Annotated[Staff, Depends(require(Perm.ROLES_GRANT))]) -> list[dict[str, Any]]:
+        return core.role_requests(staff)
+
+    @app.post("/api/role-requests/{request_id}/approve", tags=["staff"], openapi_extra=_perm(Perm.ROLES_GRANT))
+    def api_role_approve(
+        request_id: int,
+        staff: Annotated[Staff, Depends(require(Perm.ROLES_GRANT))],
+        x_step_up_code: Annotated[str | None, Header(max_length=40)] = None,
+    ) -> dict[str, Any]:
+        return core.decide_role_request(staff, request_id, True, x_step_up_code)
+
+    @app.post("/api/role-requests/{request_id}/reject", tags=["staff"], openapi_extra=_perm(Perm.ROLES_GRANT))
+    def api_role_reject(request_id: int, staff: Annotated[Staff, Depends(require(Perm.ROLES_GRANT))]) -> dict[str, Any]:
+        return core.decide_role_request(staff, request_id, False, None)
 
     @app.get("/api/customers", tags=["customers"], openapi_extra=_perm(Perm.CUSTOMERS_READ))
     def api_customers(staff: Annotated[Staff, Depends(require(Perm.CUSTOMERS_READ))]) -> list[dict[str, Any]]:
@@ -597,6 +625,8 @@ def _ui_routes(app: FastAPI, core: Core) -> None:
 
     @app.get("/password", response_class=HTMLResponse, include_in_schema=False)
     def password_form(request: Request, sess: PendingSession) -> Response:
+        if sess.stage in ("mfa", "enrol"):  # the second factor comes first (MFA-01)
+            return RedirectResponse("/login/mfa" if sess.stage == "mfa" else "/mfa/enrol", status_code=303)
         return page(request, "password.html")
 
     @app.post("/password", include_in_schema=False)
@@ -610,7 +640,9 @@ def _ui_routes(app: FastAPI, core: Core) -> None:
             core.change_password(sess, old_password, new_password)
         except AppError as exc:
             return page(request, "password.html", exc.status, error=exc.message)
-        return RedirectResponse("/", status_code=303)
+        resp = RedirectResponse("/", status_code=303)
+        _renewed(resp, sess, core.s)
+        return resp
 
     @app.post("/logout", include_in_schema=False)
     def logout_post(request: Request, sess: PendingSession) -> Response:

@@ -131,7 +131,7 @@ class Env:
 
     def staff(self, username: str, *roles: str, train: bool = True) -> StaffClient:
         """A staff account with ``roles`` (granted at bootstrap), logged in with TOTP enrolled."""
-        uid = self.core.create_user(username, PASSWORD)
+        uid = self.core.create_user(username, PASSWORD, must_change=False)
         with self.owner() as conn:
             for r in roles:
                 conn.execute(

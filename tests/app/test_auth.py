@@ -17,7 +17,7 @@ def audit_actions(env: Env) -> list[tuple[str, str, str]]:
 
 @pytest.mark.control("MFA-01")
 def test_every_account_must_enrol_totp_before_any_access(env: Env) -> None:
-    uid = env.core.create_user("newbie", PASSWORD)
+    uid = env.core.create_user("newbie", PASSWORD, must_change=False)
     c = StaffClient(env, env.client(), uid, "newbie")
     r = c.login()
     assert r.json()["stage"] == "enrol"
@@ -55,7 +55,7 @@ def test_recovery_codes_are_single_use_and_stored_hashed(env: Env) -> None:
 
 @pytest.mark.control("MFA-06")
 def test_passwords_are_hashed_with_argon2id(env: Env) -> None:
-    uid = env.core.create_user("hashy", PASSWORD)
+    uid = env.core.create_user("hashy", PASSWORD, must_change=False)
     with env.owner() as conn:
         (h,) = conn.execute("SELECT password_hash FROM staff.users WHERE id = %s", (uid,)).fetchone()
     assert h.startswith("$argon2id$") and PASSWORD not in h
@@ -128,7 +128,7 @@ def test_idle_session_ends_after_fifteen_minutes(env: Env) -> None:
 
 @pytest.mark.control("APP-01")
 def test_session_cookie_is_secure_httponly_samesite_and_csrf_enforced(env: Env) -> None:
-    uid = env.core.create_user("cookie", PASSWORD)
+    uid = env.core.create_user("cookie", PASSWORD, must_change=False)
     client = env.client()
     r = client.post("/api/login", json={"username": "cookie", "password": PASSWORD})
     cookie = r.headers["set-cookie"]
@@ -183,7 +183,7 @@ def test_roles_need_current_training_and_lapse_on_expiry(env: Env) -> None:
 @pytest.mark.control("RBAC-02", "MFA-04", "LOG-07")
 def test_role_grants_need_step_up_mfa_and_are_audited(env: Env) -> None:
     admin = env.staff("admin", "admin")
-    uid = env.core.create_user("target", PASSWORD)
+    uid = env.core.create_user("target", PASSWORD, must_change=False)
     r = admin.post(f"/api/users/{uid}/roles", json={"role": "auditor"})
     assert r.status_code == 401 and "step-up" in r.json()["detail"]
     r = admin.post(f"/api/users/{uid}/roles", json={"role": "auditor"}, headers={"X-Step-Up-Code": "123456"})

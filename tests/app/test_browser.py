@@ -136,7 +136,7 @@ def tabs(browser: Any, https_app: str, env: Env) -> Iterator[Any]:
 
 
 def staff_account(env: Env, username: str, role: str) -> int:
-    uid = env.core.create_user(username, PASSWORD)
+    uid = env.core.create_user(username, PASSWORD, must_change=False)
     with env.owner() as conn:
         conn.execute("INSERT INTO staff.user_roles (user_id, role, granted_at) VALUES (%s, %s, now())", (uid, role))
     return uid

@@ -53,6 +53,7 @@ def _path(path: str) -> str:
         .replace("{iid}", "1")
         .replace("{user_id}", "1")
         .replace("{role}", "auditor")
+        .replace("{request_id}", "1")
         .replace("{token}", "tok_aaaaaaaaaaaaaaaaaaaaaaaaaaaa")
     )
 
