@@ -14,9 +14,11 @@ import hvac
 import hvac.exceptions
 import psycopg
 from fastapi import Depends, FastAPI, Form, Header, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field, StringConstraints
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app_stub import audit, db
 from app_stub.config import Settings, SettingsError
@@ -216,6 +218,14 @@ def _install_handlers(app: FastAPI) -> None:
     async def integrity_error(request: Request, exc: psycopg.errors.IntegrityError) -> Response:
         return page_or_json(request, 409, "the change conflicts with existing data")
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if not _wants_html(request):
+            return await http_exception_handler(request, exc)
+        message = "there is no page at this address" if exc.status_code == 404 else str(exc.detail)
+        _signed_in(request)  # no route ran its dependencies: find the staff member for the nav
+        return error_page(request, exc.status_code, message)
+
     @app.exception_handler(NeedLogin)
     async def need_login(request: Request, exc: NeedLogin) -> Response:
         if _wants_html(request):
@@ -254,6 +264,20 @@ async def _check_csrf(request: Request, sess: Session) -> None:
         sent = value if isinstance(value, str) else None
     if not sent or not hmac.compare_digest(sent, sess.csrf):
         raise AppError(403, "CSRF token missing or wrong: reload the page and try again")
+
+
+def _signed_in(request: Request) -> None:
+    """Put a fully signed-in staff member (if any) on the request, for pages no route dependency rendered."""
+    sess = _session(request)
+    if sess is None or sess.stage != "full":
+        return
+    core = _core(request)
+    try:
+        with core.tx() as conn:
+            request.state.staff = core.staff(conn, sess.user_id)
+    except AppError:
+        return
+    request.state.session = sess
 
 
 async def pending_session(request: Request) -> Session:

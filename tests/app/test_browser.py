@@ -108,7 +108,7 @@ class Tab:
 
     def code(self) -> str:
         self.env.clock.advance(seconds=30)  # a fresh time step: the app refuses a step twice
-        return pyotp.TOTP(self.secret).at(self.env.clock())
+        return pyotp.totp.TOTP(self.secret).at(self.env.clock())
 
     def nav(self) -> list[str]:
         return [a.get_attribute("href") or "" for a in self.page.locator("header nav a").all()]
@@ -277,25 +277,65 @@ def test_auditor_reads_the_audit_log_and_cannot_manage_staff(env: Env, tabs: Any
     assert p.url.endswith("/staff")
 
 
-@pytest.mark.control("RBAC-01", "MFA-01", "APP-01")
-def test_admin_lists_and_creates_staff(env: Env, tabs: Any) -> None:
-    staff_account(env, "alice", "admin")
-    env.staff("carl", "billing_clerk")
-    t = tabs()
-    p = t.page
-    log_in(t, "alice")
-    assert t.nav() == ["/", "/customers", "/audit", "/staff"]
+@pytest.mark.control("RBAC-02", "MFA-04", "RBAC-01", "MFA-01", "HRD-02", "APP-01")
+def test_admins_manage_staff_under_the_two_person_rule(env: Env, tabs: Any) -> None:
+    alice = staff_account(env, "alice", "admin")
+    staff_account(env, "bob", "admin")
+    first = "Carol-first-pass-1"  # noqa: S105 - the test account's first password
+    a = tabs()
+    p = a.page
+    log_in(a, "alice")
+    assert a.nav() == ["/", "/customers", "/audit", "/staff"]
     p.click("header nav >> text=Staff")
-    assert "carl" in p.inner_text("#users")
-    p.fill("input[name=username]", "carol")
-    p.fill("input[name=password]", "short")
-    with t.refused(400):
-        t.submit()
+    # a new account: a refused password is shown on the form, the username kept
+    p.fill("#username", "carol")
+    p.fill("#password", "short")
+    with a.refused(400):
+        a.submit("#create-user")
     assert "at least 12" in p.inner_text("#password-error")
-    assert p.input_value("input[name=username]") == "carol"
-    p.fill("input[name=password]", PASSWORD)
-    t.submit()
-    assert re.search(r"/staff/\d+$", p.url)
-    assert p.inner_text("#username") == "carol" and p.inner_text("#roles") == "none"
-    p.click("text=All staff accounts")
-    assert "carol" in p.inner_text("#users")
+    assert p.input_value("#username") == "carol"
+    p.fill("#password", first)
+    a.submit("#create-user")
+    assert re.search(r"/staff/\d+\?done=created$", p.url) and p.inner_text("#username") == "carol"
+    carol_page = p.url.split("?")[0]
+    # billing_clerk: one admin with a step-up code
+    p.select_option("#role", "billing_clerk")
+    p.fill("#grant-code", a.code())
+    a.submit("#grant")
+    assert "Role granted" in p.inner_text("#notice") and p.inner_text("#roles") == "billing_clerk"
+    # payment_processor: a request that waits for a second admin
+    p.select_option("#role", "payment_processor")
+    p.fill("#grant-code", a.code())
+    a.submit("#grant")
+    assert "another admin must approve" in p.inner_text("#notice")
+    assert p.inner_text("#roles") == "billing_clerk" and "payment_processor" in p.inner_text("#user-requests")
+    # disable, then enable
+    a.submit("#disable")
+    assert p.inner_text("#account-state") == "disabled"
+    a.submit("#enable")
+    assert p.inner_text("#account-state") == "active"
+    # one's own account offers no change; a forged self-grant is refused with a readable message
+    p.goto(f"/staff/{alice}")
+    assert p.locator("#own-account").count() == 1 and p.locator("#grant").count() == 0
+    p.goto(carol_page)
+    p.eval_on_selector("#grant", "(form, uid) => { form.action = `/staff/${uid}/roles`; }", alice)
+    p.select_option("#role", "auditor")
+    p.fill("#grant-code", a.code())
+    with a.refused(403):
+        a.submit("#grant")
+    assert "cannot change the roles or state of your own account" in p.inner_text("main [role=alert]")
+    # the second admin approves the request
+    b = tabs()
+    log_in(b, "bob")
+    b.page.click("header nav >> text=Staff")
+    row = b.page.locator("#requests tr", has_text="carol")
+    assert "payment_processor" in row.inner_text() and "alice" in row.inner_text()
+    row.locator("input[name=code]").fill(b.code())
+    with b.page.expect_navigation():
+        row.locator("form.approve button").click()
+    assert "Request approved" in b.page.inner_text("#notice")
+    assert b.page.inner_text("#users tr:has-text('carol') .roles") == "billing_clerk, payment_processor"
+    # carol's first login: authenticator, then her own password, then the training; both roles apply
+    c = tabs()
+    log_in(c, "carol", first)
+    assert c.nav() == ["/", "/customers", "/invoices"]

@@ -167,13 +167,13 @@ def test_enrolment_page_shows_the_secret_as_an_inline_svg_qr_code_and_as_text(en
     assert not re.search(r"https?:|//|href|src=|url\(|<script|<text|<image|<foreignObject|on\w+=", svg, re.I)
     assert secret.group(1) not in svg
     # the code encodes exactly the otpauth URI of the key shown as text
-    uri = pyotp.TOTP(secret.group(1)).provisioning_uri(name="qruser", issuer_name=env.settings.issuer)
+    uri = pyotp.totp.TOTP(secret.group(1)).provisioning_uri(name="qruser", issuer_name=env.settings.issuer)
     expected = segno.make(uri, error="m", micro=False)
     want = {(r, col) for r, row in enumerate(expected.matrix) for col, v in enumerate(row) if v}
     assert qr_modules(svg) == want
     # and the key enrols: a code from it confirms through the form
     c.csrf = re.search(r'name="csrf_token" value="([^"]+)"', r.text).group(1)  # type: ignore[union-attr]
-    done = form(c, "/mfa/enrol", code=pyotp.TOTP(secret.group(1)).at(env.clock()))
+    done = form(c, "/mfa/enrol", code=pyotp.totp.TOTP(secret.group(1)).at(env.clock()))
     assert done.status_code == 200 and "recovery-codes" in done.text
 
 
@@ -282,7 +282,7 @@ def test_invoice_form_takes_major_units_per_currency(roles_env: tuple[Env, dict[
     _, clients = roles_env
     clerk = clients["billing_clerk"]
     cid = clerk.post("/api/customers", json={**CUSTOMER, "email": "yen@example.org"}).json()["id"]
-    line = {"customer_id": str(cid), "description": "Licence", "quantity": "2", "tax_rate": "20"}
+    line: dict[str, Any] = {"customer_id": str(cid), "description": "Licence", "quantity": "2", "tax_rate": "20"}
     r = form(clerk, "/invoices", follow=True, currency="JPY", unit_price="1200", **line)
     assert r.status_code == 200 and re.search(r"/invoices/\d+$", str(r.url))
     assert re.search(r'id="total">¥2,880<', r.text)
@@ -359,3 +359,112 @@ def test_admin_lists_and_creates_staff_through_the_pages(env: Env) -> None:
     assert auditor.get(f"/staff/{clerk.uid}").status_code == 403
     assert clerk.get("/staff").status_code == 403
     assert "sneaky" not in {u["username"] for u in admin.get("/api/users").json()}
+
+
+def roles_of(env: Env, uid: int) -> set[str]:
+    with env.owner() as conn:
+        return {r[0] for r in conn.execute("SELECT role FROM staff.user_roles WHERE user_id = %s", (uid,))}
+
+
+@pytest.mark.control("RBAC-02", "MFA-04", "APP-01")
+def test_roles_change_on_the_account_page_only_with_a_fresh_step_up_code(env: Env) -> None:
+    a = env.staff("alice", "admin")
+    c = env.staff("carol", "auditor")
+    page = a.get(f"/staff/{c.uid}")
+    assert page.status_code == 200 and f'action="/staff/{c.uid}/roles"' in page.text and 'name="code"' in page.text
+    r = form(a, f"/staff/{c.uid}/roles", role="billing_clerk")
+    assert r.status_code == 401 and "step-up MFA required" in r.text and 'id="grant"' in r.text
+    r = form(a, f"/staff/{c.uid}/roles", role="billing_clerk", code="000000")
+    assert r.status_code == 401 and "invalid or already used" in r.text
+    assert roles_of(env, c.uid) == {"auditor"}
+    r = form(a, f"/staff/{c.uid}/roles", role="billing_clerk", code=a.code())
+    assert r.status_code == 303 and r.headers["location"] == f"/staff/{c.uid}?done=granted"
+    assert "Role granted" in a.get(r.headers["location"]).text
+    assert roles_of(env, c.uid) == {"auditor", "billing_clerk"}
+    code = a.code()
+    assert form(a, f"/staff/{c.uid}/roles/auditor/revoke", code=code).status_code == 303
+    assert roles_of(env, c.uid) == {"billing_clerk"}
+    r = form(a, f"/staff/{c.uid}/roles", role="auditor", code=code)  # the same code again
+    assert r.status_code == 401 and roles_of(env, c.uid) == {"billing_clerk"}
+    # the query string picks a fixed notice; it never reflects text
+    assert "<b>" not in a.get(f"/staff/{c.uid}?done=<b>x</b>").text
+    # no CSRF token, no change
+    r = a.http.post(f"/staff/{c.uid}/roles", data={"role": "auditor", "code": a.code()}, follow_redirects=False)
+    assert r.status_code == 403 and roles_of(env, c.uid) == {"billing_clerk"}
+
+
+@pytest.mark.control("RBAC-02", "MFA-04", "LOG-07")
+def test_two_person_roles_are_requested_on_one_page_and_approved_by_another_admin(env: Env) -> None:
+    a = env.staff("alice", "admin")
+    b = env.staff("bob", "admin")
+    c = env.staff("carol", "billing_clerk")
+    r = form(a, f"/staff/{c.uid}/roles", role="payment_processor", code=a.code())
+    assert r.status_code == 303 and r.headers["location"].endswith("?done=pending")
+    assert "another admin must approve" in a.get(r.headers["location"]).text
+    assert roles_of(env, c.uid) == {"billing_clerk"}
+    (req,) = a.get("/api/role-requests").json()
+    listing = a.get("/staff").text
+    assert f'id="request-{req["id"]}"' in listing and "waiting for another admin" in listing
+    assert f'action="/staff/requests/{req["id"]}/approve"' not in listing  # not offered to the requester
+    r = form(a, f"/staff/requests/{req['id']}/approve", code=a.code())  # forged anyway
+    assert r.status_code == 403 and "a second admin must approve" in r.text and 'id="requests"' in r.text
+    assert roles_of(env, c.uid) == {"billing_clerk"}
+    assert f'action="/staff/requests/{req["id"]}/approve"' in b.get("/staff").text
+    r = form(b, f"/staff/requests/{req['id']}/approve")
+    assert r.status_code == 401 and roles_of(env, c.uid) == {"billing_clerk"}
+    r = form(b, f"/staff/requests/{req['id']}/approve", code=b.code())
+    assert r.status_code == 303 and r.headers["location"] == "/staff?done=approved"
+    assert roles_of(env, c.uid) == {"billing_clerk", "payment_processor"}
+    r = form(b, f"/staff/requests/{req['id']}/approve", code=b.code())
+    assert r.status_code == 409 and "already approved" in r.text
+    # a second request, rejected
+    form(a, f"/staff/{c.uid}/roles", role="admin", code=a.code())
+    (req,) = b.get("/api/role-requests").json()
+    assert form(b, f"/staff/requests/{req['id']}/reject").headers["location"] == "/staff?done=rejected"
+    assert b.get("/api/role-requests").json() == [] and roles_of(env, c.uid) == {"billing_clerk", "payment_processor"}
+
+
+@pytest.mark.control("RBAC-02", "RBAC-01")
+def test_own_account_offers_no_changes_and_forged_ones_are_refused_readably(env: Env) -> None:
+    a = env.staff("alice", "admin")
+    own = a.get(f"/staff/{a.uid}")
+    assert own.status_code == 200 and "your own account" in own.text
+    assert 'id="grant"' not in own.text and 'id="disable"' not in own.text
+    r = form(a, f"/staff/{a.uid}/roles", role="payment_processor", code=a.code())
+    assert r.status_code == 403 and "you cannot change the roles or state of your own account" in r.text
+    assert 'href="/staff"' in r.text and roles_of(env, a.uid) == {"admin"}
+    r = form(a, f"/staff/{a.uid}/disable")
+    assert r.status_code == 403 and "own account" in r.text
+    r = form(a, f"/staff/{a.uid}/roles/admin/revoke", code=a.code())
+    assert r.status_code == 403 and roles_of(env, a.uid) == {"admin"}
+
+
+@pytest.mark.control("RBAC-01", "LOG-07")
+def test_accounts_are_disabled_and_enabled_from_their_page(env: Env) -> None:
+    a = env.staff("alice", "admin")
+    c = env.staff("carol", "billing_clerk")
+    auditor = env.staff("audrey", "auditor")
+    assert form(auditor, f"/staff/{c.uid}/disable").status_code == 403
+    r = form(a, f"/staff/{c.uid}/disable")
+    assert r.status_code == 303 and r.headers["location"] == f"/staff/{c.uid}?done=disabled"
+    page = a.get(r.headers["location"]).text
+    assert 'id="account-state">disabled<' in page and 'id="enable"' in page
+    assert c.get("/api/me").status_code == 401 and c.login().status_code == 401
+    assert "disabled" in auditor.get("/staff").text  # the access review shows it
+    assert form(a, f"/staff/{c.uid}/enable").headers["location"] == f"/staff/{c.uid}?done=enabled"
+    assert c.login().status_code == 200
+    assert form(a, "/staff/999999/disable").status_code == 404
+
+
+@pytest.mark.control("APP-02")
+def test_unknown_pages_get_a_readable_page_and_the_api_keeps_json(
+    roles_env: tuple[Env, dict[str, StaffClient]],
+) -> None:
+    _, clients = roles_env
+    admin = clients["admin"]
+    for url in ("/no-such-page", "/staff/not-a-number"):
+        r = admin.get(url)
+        assert r.status_code == 404 and "Not found" in r.text and "no page at this address" in r.text
+        assert set(nav_links(r.text)) == EXPECTED_NAV["admin"]
+    r = admin.get("/api/no-such-thing")
+    assert r.status_code == 404 and r.json() == {"detail": "Not Found"}
