@@ -65,6 +65,10 @@ class Settings:
     training_validity: dt.timedelta = dt.timedelta(days=365)
     issuer: str = "billkit"
     db_pool_size: int = 8
+    # APP-03: payments left pending (a crash, a lost response) are finished at start and on this timer,
+    # once older than the grace period, so a request still in flight is never raced.
+    payment_recovery_interval: dt.timedelta = dt.timedelta(seconds=60)
+    payment_recovery_grace: dt.timedelta = dt.timedelta(seconds=120)
     clock: Callable[[], dt.datetime] = field(default=utcnow, repr=False)
 
     @classmethod
@@ -97,6 +101,8 @@ class Settings:
         if self.environment not in ENVIRONMENTS:
             raise SettingsError(f"environment must be one of {', '.join(ENVIRONMENTS)}, not {self.environment!r}")
         problems = []
+        if self.payment_recovery_interval <= dt.timedelta(0) or self.payment_recovery_grace < dt.timedelta(0):
+            problems.append("BILLKIT_APP_PAYMENT_RECOVERY_INTERVAL must be positive and the grace period not negative")
         if not self.database_url or not self.tokenizer_database_url:
             problems.append("set BILLKIT_APP_DATABASE_URL and BILLKIT_APP_TOKENIZER_DATABASE_URL")
         if self.environment != "development":

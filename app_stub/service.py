@@ -11,6 +11,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import logging
 import re
 import secrets
 import threading
@@ -32,6 +33,9 @@ from app_stub.config import Settings
 from app_stub.crypto import PersonalDataCipher, Transit
 from app_stub.gateway import PaymentGateway
 from app_stub.tokenization import TOKEN_RE, Card, CardError, TokenVault, token_details
+
+log = logging.getLogger("billkit.app.payments")
+_RECOVERY_LOCK = 7_341_101  # advisory lock: one payment-recovery sweep at a time across app hosts
 
 
 class _SameKeyCommitted(Exception):
@@ -929,6 +933,8 @@ class Core:
                 raise AppError(409, f"invoice {iid} is {inv['state']}; only {' or '.join(allowed)} can become {to}")
             if to == "void" and inv["paid_minor"] > 0:
                 raise AppError(409, f"invoice {iid} has payments; issue a credit note instead")
+            if to == "void" and self._pending_minor(conn, iid):
+                raise AppError(409, f"a payment for invoice {iid} is in progress: void it once the payment completes")
             if to == "issued":
                 conn.execute("UPDATE billing.invoices SET state = 'issued', issued_at = %s WHERE id = %s", (now, iid))
             else:
@@ -942,8 +948,16 @@ class Core:
             inv = self._invoice_row(conn, iid, lock=True)
             if inv["state"] not in ("issued", "paid"):
                 raise AppError(409, f"invoice {iid} is {inv['state']}: credit notes apply to issued or paid invoices")
-            if amount > inv["total_minor"] - inv["credited_minor"]:
-                raise AppError(409, "credit exceeds the invoice's uncredited total")
+            # payments, pending ones included, and credits together never exceed the total (APP-03)
+            pending = self._pending_minor(conn, iid)
+            if amount > inv["balance_minor"] - pending:
+                if pending and amount <= inv["balance_minor"]:
+                    raise AppError(
+                        409,
+                        f"a payment of {pending} for invoice {iid} is in progress: credit at most "
+                        f"{inv['balance_minor'] - pending} until it completes",
+                    )
+                raise AppError(409, f"credit exceeds the invoice's unpaid, uncredited balance ({inv['balance_minor']})")
             (nid,) = conn.execute(
                 "INSERT INTO billing.credit_notes (invoice_id, amount_minor, reason, created_by, created_at) "
                 "VALUES (%s, %s, %s, %s, %s) RETURNING id",
@@ -960,17 +974,53 @@ class Core:
 
     # --- cards and payments -----------------------------------------------------------
 
-    def tokenize(self, staff: Staff, card: Card) -> dict[str, Any]:
+    def _customer_open(self, conn: psycopg.Connection[Any], cid: int, lock: bool = False) -> None:
+        """404 without the customer, 410 once erased; ``lock`` (FOR SHARE) holds off a concurrent erasure."""
+        row = conn.execute(
+            "SELECT erased_at FROM billing.customers WHERE id = %s" + (" FOR SHARE" if lock else ""),  # noqa: S608
+            (cid,),
+        ).fetchone()
+        if row is None:
+            raise AppError(404, f"no customer {cid}")
+        if row[0] is not None:
+            raise AppError(410, f"customer {cid} was erased: no new cards or payments for them")
+
+    def _insert_card(
+        self, conn: psycopg.Connection[Any], staff: Staff, token: str, card: Card, cid: int, now: dt.datetime
+    ) -> None:
+        conn.execute(
+            "INSERT INTO billing.cards (token, customer_id, brand, last4, exp_month, exp_year, created_at) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            (token, cid, card.brand, card.last4, card.exp_month, card.exp_year, now),
+        )
+        audit.append(
+            conn, now, staff.actor, "card.tokenize", f"card:{token}", customer=cid, brand=card.brand, last4=card.last4
+        )
+
+    def _forget_unrecorded(self, token: str) -> None:
+        """Destroy a new card's ciphertext when its card record was not committed (a refused request).
+
+        Checked rather than assumed: after a failed COMMIT the record may exist, with a payment needing it.
+        """
+        with self.tx() as conn:
+            recorded = conn.execute("SELECT 1 FROM billing.cards WHERE token = %s", (token,)).fetchone()
+        if recorded is None:
+            self.tokens.destroy([token])
+
+    def tokenize(self, staff: Staff, card: Card, customer_id: int) -> dict[str, Any]:
+        """Store a card for ``customer_id`` (TOK-03: a card pays only its own customer's invoices)."""
+        with self.tx() as conn:
+            self._customer_open(conn, customer_id)  # before the Vault call: no ciphertext for no one
         now = self.now()
         token = self.tokens.tokenize(card, now)
-        with self.tx() as conn:
-            conn.execute(
-                "INSERT INTO billing.cards (token, brand, last4, exp_month, exp_year, created_at) "
-                "VALUES (%s, %s, %s, %s, %s, %s)",
-                (token, card.brand, card.last4, card.exp_month, card.exp_year, now),
-            )
-            audit.append(conn, now, staff.actor, "card.tokenize", f"card:{token}", brand=card.brand, last4=card.last4)
-            details = token_details(conn, token)
+        try:
+            with self.tx() as conn:
+                self._customer_open(conn, customer_id, lock=True)
+                self._insert_card(conn, staff, token, card, customer_id, now)
+                details = token_details(conn, token)
+        except BaseException:
+            self._forget_unrecorded(token)
+            raise
         if details is None:
             raise AppError(500, "card was not stored")
         return details
@@ -979,11 +1029,17 @@ class Core:
         if not TOKEN_RE.match(token):
             raise _bad("not a card token")
         with self.tx() as conn:
-            if token_details(conn, token) is None:
+            card = token_details(conn, token)
+            if card is None:
                 raise AppError(404, "unknown card token")
+            if card["erased_at"] is not None:
+                raise AppError(410, "this card was erased with its customer: its number no longer exists")
         self.step_up(staff, code, "card.detokenize")
         # the step-up is committed (its code is spent) before the number is revealed
-        pan = self.tokens.detokenize(token)
+        try:
+            pan = self.tokens.detokenize(token)
+        except KeyError:
+            raise AppError(410, "this card's number no longer exists (erased)") from None
         with self.tx() as conn:
             audit.append(conn, self.now(), staff.actor, "card.detokenize", f"card:{token}")
         return {"token": token, "pan": pan}
@@ -1009,12 +1065,59 @@ class Core:
         with self.tx() as conn:
             return self._payments(conn, "TRUE", ())
 
-    def pay(self, staff: Staff, iid: int, idempotency_key: str, card: Card | None, token: str | None) -> dict[str, Any]:
-        """Charge an invoice's balance at most once per idempotency key (APP-03).
+    def _pending_minor(self, conn: psycopg.Connection[Any], iid: int) -> int:
+        """What payments in progress may still take from the invoice (read it under the invoice's row lock)."""
+        row = conn.execute(
+            "SELECT COALESCE(sum(amount_minor), 0) FROM billing.payments WHERE invoice_id = %s AND status = 'pending'",
+            (iid,),
+        ).fetchone()
+        return int(row[0]) if row else 0
 
-        1. record a pending payment (committed) — or find the one this key already recorded;
+    def _payable(self, inv: dict[str, Any], pending: int) -> int:
+        """The amount a new payment may charge: the balance less what payments in progress hold (APP-03)."""
+        iid = inv["id"]
+        if inv["state"] != "issued":
+            raise AppError(409, f"invoice {iid} is {inv['state']}: only issued invoices can be paid")
+        amount = inv["balance_minor"] - pending
+        if amount <= 0 and pending:
+            raise AppError(
+                409,
+                f"a payment of {pending} for invoice {iid} is in progress (its card may be charged already): "
+                "do not take it again; retry that payment with its own Idempotency-Key, or wait: it is completed "
+                "or released automatically",
+            )
+        if amount <= 0:
+            raise AppError(409, f"invoice {iid} has nothing left to pay")
+        return amount
+
+    def _check_card(self, conn: psycopg.Connection[Any], staff: Staff, inv: dict[str, Any], token: str) -> None:
+        """A stored card pays only its own customer's invoices (TOK-03); a refusal is audited."""
+        card = token_details(conn, token)
+        if card is None:
+            raise AppError(404, "unknown card token")
+        if card["erased_at"] is not None:
+            raise AppError(410, "this card was erased with its customer: take a new card")
+        if card["customer_id"] != inv["customer_id"]:
+            self.audit_apart(
+                staff.actor,
+                "payment.start",
+                f"invoice:{inv['id']}",
+                "refused",
+                card=token,
+                reason="card of another customer",
+            )
+            if card["customer_id"] is None:
+                raise AppError(403, "this card was stored before cards had customers: take it again for this customer")
+            raise AppError(403, "this card belongs to another customer: pay with a card of the invoice's customer")
+
+    def pay(self, staff: Staff, iid: int, idempotency_key: str, card: Card | None, token: str | None) -> dict[str, Any]:
+        """Charge an invoice's balance at most once per idempotency key, and never beyond the total (APP-03).
+
+        1. record a pending payment (committed) — or find the one this key already recorded; pending
+           payments hold their amount, so a second key finds nothing left to pay while one is in progress;
         2. charge through the gateway with the same idempotency key (the gateway never charges a key twice);
-        3. record the outcome. A crash or retry anywhere resumes from the recorded state.
+        3. record the outcome. A crash or retry anywhere resumes from the recorded state, and the
+           recovery timer (``PaymentRecovery``) finishes what no one retries.
         """
         if not re.fullmatch(r"[A-Za-z0-9_.:-]{8,100}", idempotency_key or ""):
             raise _bad("Idempotency-Key header required: 8-100 characters of letters, digits, '_', '.', ':' or '-'")
@@ -1037,21 +1140,23 @@ class Core:
         else:
             if token is not None and not TOKEN_RE.match(token):
                 raise _bad("not a card token")
-            with self.tx() as conn:
+            with self.tx() as conn:  # refuse early, before a card number is stored
                 inv = self._invoice_row(conn, iid)
-                if inv["state"] != "issued":
-                    raise AppError(409, f"invoice {iid} is {inv['state']}: only issued invoices can be paid")
-                if inv["balance_minor"] <= 0:
-                    raise AppError(409, f"invoice {iid} has nothing left to pay")
-                if token is not None and token_details(conn, token) is None:
-                    raise AppError(404, "unknown card token")
+                self._payable(inv, self._pending_minor(conn, iid))
+                self._customer_open(conn, inv["customer_id"])
+                if token is not None:
+                    self._check_card(conn, staff, inv, token)
             card_token = self.tokens.tokenize(card, now) if card is not None else token or ""
             try:
                 with self.tx() as conn:
                     pid = self._start_payment(conn, staff, iid, idempotency_key, req_hash, card, card_token, now)
-            except _SameKeyCommitted:
-                return self.pay(staff, iid, idempotency_key, card, token)  # the other request won: replay it
-        return self._charge_and_record(staff, pid, card_token, idempotency_key, pan)
+            except BaseException as exc:
+                if card is not None:
+                    self._forget_unrecorded(card_token)
+                if isinstance(exc, _SameKeyCommitted):
+                    return self.pay(staff, iid, idempotency_key, card, token)  # the other request won: replay it
+                raise
+        return self._charge_and_record(staff.actor, pid, card_token, idempotency_key, pan)
 
     def _start_payment(
         self,
@@ -1068,36 +1173,25 @@ class Core:
         inv = self._invoice_row(conn, iid, lock=True)
         if conn.execute("SELECT 1 FROM billing.payments WHERE idempotency_key = %s", (idempotency_key,)).fetchone():
             raise _SameKeyCommitted
-        if inv["state"] != "issued" or inv["balance_minor"] <= 0:
-            raise AppError(409, f"invoice {iid} is {inv['state']} with nothing left to pay")
+        amount = self._payable(inv, self._pending_minor(conn, iid))
+        self._customer_open(conn, inv["customer_id"], lock=True)  # an erasure runs before or after, never between
         if card is not None:
-            conn.execute(
-                "INSERT INTO billing.cards (token, brand, last4, exp_month, exp_year, created_at) "
-                "VALUES (%s, %s, %s, %s, %s, %s)",
-                (card_token, card.brand, card.last4, card.exp_month, card.exp_year, now),
-            )
-            audit.append(conn, now, staff.actor, "card.tokenize", f"card:{card_token}", last4=card.last4)
+            self._insert_card(conn, staff, card_token, card, inv["customer_id"], now)  # the invoice's customer's card
         row = conn.execute(
             "INSERT INTO billing.payments (idempotency_key, request_hash, invoice_id, amount_minor, currency, "
             "card_token, status, created_by, created_at) VALUES (%s, %s, %s, %s, %s, %s, 'pending', %s, %s) "
             "ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
-            (idempotency_key, req_hash, iid, inv["balance_minor"], inv["currency"], card_token, staff.id, now),
+            (idempotency_key, req_hash, iid, amount, inv["currency"], card_token, staff.id, now),
         ).fetchone()
         if row is None:
             raise AppError(409, "a concurrent request with this Idempotency-Key is in progress; retry it")
         pid = row[0]
-        audit.append(
-            conn,
-            now,
-            staff.actor,
-            "payment.start",
-            f"payment:{pid}",
-            invoice=iid,
-            amount_minor=inv["balance_minor"],
-        )
+        audit.append(conn, now, staff.actor, "payment.start", f"payment:{pid}", invoice=iid, amount_minor=amount)
         return pid
 
-    def _charge_and_record(self, staff: Staff, pid: int, card_token: str, key: str, pan: str | None) -> dict[str, Any]:
+    def _charge_and_record(
+        self, actor: str, pid: int, card_token: str, key: str, pan: str | None, **detail: Any
+    ) -> dict[str, Any]:
         with self.tx() as conn:
             amount, currency, iid = conn.execute(
                 "SELECT amount_minor, currency, invoice_id FROM billing.payments WHERE id = %s", (pid,)
@@ -1128,12 +1222,13 @@ class Core:
                 audit.append(
                     conn,
                     now,
-                    staff.actor,
+                    actor,
                     f"payment.{status}",
                     f"payment:{pid}",
                     invoice=iid,
                     charge=result.charge_id,
                     outcome_reason=result.reason,
+                    **detail,
                 )
         return self._payment_result(pid, replayed=updated is None)
 
@@ -1143,15 +1238,33 @@ class Core:
         p["replayed"] = replayed
         return p
 
-    def recover_pending_payments(self, staff: Staff) -> int:
-        """Finish every payment left pending by a crash (same idempotency key: never a second charge)."""
+    def recover_pending_payments(self, grace: dt.timedelta | None = None) -> int:
+        """Finish the payments pending longer than ``grace`` (a crash, a lost response); return how many.
+
+        The same idempotency key goes to the gateway, which never charges a key twice, and an outcome
+        is recorded only while the payment is still pending, so racing the original request's retry is
+        harmless; the grace period keeps requests still in flight out of it. One app host sweeps at a
+        time (an advisory lock held for the sweep); another host finding it taken skips its turn.
+        """
+        cutoff = self.now() - (self.s.payment_recovery_grace if grace is None else grace)
+        done = 0
         with self.tx() as conn:
+            (mine,) = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (_RECOVERY_LOCK,)).fetchone()  # type: ignore[misc]
+            if not mine:
+                return 0
             rows = conn.execute(
-                "SELECT id, card_token, idempotency_key FROM billing.payments WHERE status = 'pending'"
+                "SELECT id, card_token, idempotency_key FROM billing.payments WHERE status = 'pending' "
+                "AND created_at < %s ORDER BY id",
+                (cutoff,),
             ).fetchall()
-        for pid, token, key in rows:
-            self._charge_and_record(staff, pid, token, key, None)
-        return len(rows)
+            for pid, token, key in rows:
+                try:
+                    self._charge_and_record("system", pid, token, key, None, recovered=True)
+                except Exception:  # one payment's failure (gateway down) must not stop the others
+                    log.exception("payment %s: recovery failed; retried at the next sweep", pid)
+                else:
+                    done += 1
+        return done
 
     # --- data-subject requests (GDPR) ---------------------------------------------------
 
@@ -1163,8 +1276,22 @@ class Core:
                 invoices.append(iid)
             inv_data = [self._invoice_row(conn, i) for i in invoices]
             payments = self._payments(conn, "p.invoice_id = ANY(%s)", (invoices,)) if invoices else []
+            cards = [
+                dict(zip(("token", "brand", "last4", "exp_month", "exp_year"), r, strict=True))
+                for r in conn.execute(
+                    "SELECT token, brand, last4, exp_month, exp_year FROM billing.cards "
+                    "WHERE customer_id = %s AND erased_at IS NULL ORDER BY created_at, token",
+                    (cid,),
+                )
+            ]
             audit.append(conn, self.now(), staff.actor, "gdpr.export", f"customer:{cid}")
-        return {"format": "billkit-export-1", "customer": customer, "invoices": inv_data, "payments": payments}
+        return {
+            "format": "billkit-export-1",
+            "customer": customer,
+            "invoices": inv_data,
+            "payments": payments,
+            "cards": cards,
+        }
 
     def erase_customer(self, staff: Staff, cid: int) -> None:
         """Crypto-shredding: destroy the customer's data key; every copy of their data becomes unreadable.
@@ -1172,6 +1299,9 @@ class Core:
         Backups still hold the wrapped key, under a transit ``pii`` version; the next forced
         rewrap (rotate, rewrap, raise min_decryption_version) retires that version, after which
         no backup can unwrap it either.
+
+        The customer's cards go too: their ciphertexts are deleted from the card vault, and each card
+        row stays as a tombstone (brand and last four, no expiry) for the payments that refer to it.
         """
         now = self.now()
         with self.tx() as conn:
@@ -1180,13 +1310,44 @@ class Core:
                 raise AppError(404, f"no customer {cid}")
             if row[0] is not None:
                 raise AppError(410, f"customer {cid} was already erased")
+            pending = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT p.id FROM billing.payments p JOIN billing.invoices i ON i.id = p.invoice_id "
+                    "WHERE i.customer_id = %s AND p.status = 'pending' ORDER BY p.id",
+                    (cid,),
+                )
+            ]
+            if pending:
+                raise AppError(
+                    409,
+                    f"payment {', '.join(map(str, pending))} of customer {cid} is in progress and needs its card: "
+                    "erase once it completes (pending payments are finished automatically within minutes)",
+                )
+            # their own cards, and cards stored before cards had customers that paid their invoices
+            tokens = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT token FROM billing.cards WHERE erased_at IS NULL AND (customer_id = %s OR "
+                    "(customer_id IS NULL AND token IN (SELECT p.card_token FROM billing.payments p "
+                    "JOIN billing.invoices i ON i.id = p.invoice_id WHERE i.customer_id = %s))) FOR UPDATE",
+                    (cid, cid),
+                )
+            ]
+            # the numbers go first (the card vault commits on its own): should the rest fail, a retry finishes it
+            self.tokens.destroy(tokens)
+            conn.execute(
+                "UPDATE billing.cards SET customer_id = %s, exp_month = NULL, exp_year = NULL, erased_at = %s "
+                "WHERE token = ANY(%s)",
+                (cid, now, tokens),
+            )
             conn.execute("DELETE FROM billing.customer_keys WHERE customer_id = %s", (cid,))
             conn.execute(
                 "UPDATE billing.customers SET name_ct = NULL, email_ct = NULL, address_ct = NULL, tax_id_ct = NULL, "
                 "email_bidx = NULL, tax_id_bidx = NULL, erased_at = %s WHERE id = %s",
                 (now, cid),
             )
-            audit.append(conn, now, staff.actor, "gdpr.erase", f"customer:{cid}")
+            audit.append(conn, now, staff.actor, "gdpr.erase", f"customer:{cid}", cards=len(tokens))
         self.cipher.cache.drop(cid)
 
     def audit_events(self, staff: Staff, limit: int = 200) -> list[dict[str, Any]]:
@@ -1199,6 +1360,42 @@ class Core:
             audit.append(conn, self.now(), staff.actor, "audit.read", "audit", count=len(rows))
         keys = ("seq", "at", "actor", "action", "target", "outcome", "detail", "hash")
         return [dict(zip(keys, r, strict=True)) for r in rows]
+
+
+class PaymentRecovery:
+    """Finishes pending payments when the app starts, then every ``payment_recovery_interval`` (APP-03)."""
+
+    def __init__(self, core: Core) -> None:
+        self.core = core
+        self.sweeps = 0  # sweeps run (tests wait on it)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="payment-recovery", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 60.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        interval = self.core.s.payment_recovery_interval.total_seconds()
+        while True:
+            try:
+                if n := self.core.recover_pending_payments():
+                    log.info("payment recovery: %d pending payment(s) completed", n)
+            except Exception:  # the database may be down for a while: the timer keeps going
+                log.exception("payment recovery sweep failed; retrying in %.0f s", interval)
+            self.sweeps += 1
+            if self._stop.wait(interval):
+                return
 
 
 def bootstrap_admin(dsn: str, username: str, settings: Settings | None = None) -> str:
@@ -1265,4 +1462,4 @@ def _b32(n: int) -> str:
     return base64.b32encode(secrets.token_bytes(5)).decode().lower()[:n]
 
 
-__all__ = ["AppError", "Card", "CardError", "Core", "Session", "Staff"]
+__all__ = ["AppError", "Card", "CardError", "Core", "PaymentRecovery", "Session", "Staff"]

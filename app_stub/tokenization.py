@@ -122,6 +122,13 @@ class TokenVault:
     def tokenize(self, card: Card, now: dt.datetime) -> str:
         return self.tokenize_many([card], now)[0]
 
+    def destroy(self, tokens: list[str]) -> int:
+        """Delete the ciphertexts of ``tokens`` (erasure, or a card whose record was refused); return how many."""
+        if not tokens:
+            return 0
+        with self.pool.connection() as conn:
+            return conn.execute("DELETE FROM cardvault.pans WHERE token = ANY(%s)", (tokens,)).rowcount
+
     def detokenize(self, token: str) -> str:
         """The card number behind ``token`` (payment-processor identity). Callers audit and gate this."""
         if not TOKEN_RE.match(token):
@@ -134,9 +141,12 @@ class TokenVault:
 
 
 def token_details(conn: Any, token: str) -> dict[str, Any] | None:
+    """A stored card's displayable details, its customer and when it was erased (None: no such card)."""
     row = conn.execute(
-        "SELECT token, brand, last4, exp_month, exp_year FROM billing.cards WHERE token = %s", (token,)
+        "SELECT token, customer_id, brand, last4, exp_month, exp_year, erased_at FROM billing.cards WHERE token = %s",
+        (token,),
     ).fetchone()
     if row is None:
         return None
-    return {"token": row[0], "brand": row[1], "last4": row[2], "exp_month": row[3], "exp_year": row[4]}
+    keys = ("token", "customer_id", "brand", "last4", "exp_month", "exp_year", "erased_at")
+    return dict(zip(keys, row, strict=True))

@@ -4,6 +4,7 @@
 Every API route declares the permission it needs in ``openapi_extra["x-permission"]``.
 """
 
+import asyncio
 import hmac
 import secrets
 from collections.abc import AsyncIterator, Callable
@@ -25,7 +26,7 @@ from app_stub.config import Settings, SettingsError
 from app_stub.crypto import Transit, VaultError
 from app_stub.gateway import FakeGateway, PaymentGateway
 from app_stub.rbac import Perm
-from app_stub.service import AppError, Core, Session, Staff
+from app_stub.service import AppError, Core, PaymentRecovery, Session, Staff
 from app_stub.tokenization import Card, CardError, validate_card
 from app_stub.ui import format as fmt
 from app_stub.ui import qr
@@ -73,6 +74,10 @@ class CardIn(BaseModel):
 
     def __repr__(self) -> str:
         return "CardIn(<redacted>)"
+
+
+class StoredCardIn(CardIn):
+    customer_id: int = Field(ge=1, le=2**62, description="the customer the card belongs to (TOK-03)")
 
 
 class PaymentIn(BaseModel):
@@ -152,16 +157,20 @@ def create_app(settings: Settings | None = None, gateway: PaymentGateway | None 
     s = settings or Settings.from_env()
     audit.configure_logging()
     core = build_core(s, gateway)
+    recovery = PaymentRecovery(core)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        recovery.start()  # finishes what a crash left pending, then on a timer (APP-03)
         yield
+        await asyncio.to_thread(recovery.stop)
         core.pool.close()
         core.tokens.pool.close()
 
     # OpenAPI is published at /openapi.json; the interactive docs are off (they load scripts from a CDN)
     app = FastAPI(title="billkit billing app", version="1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.core = core
+    app.state.recovery = recovery
     _install_handlers(app)
     _api_routes(app, core)
     _ui_routes(app, core)
@@ -537,8 +546,10 @@ def _api_routes(app: FastAPI, core: Core) -> None:
         return core.list_payments(staff)
 
     @app.post("/api/cards", tags=["cards"], status_code=201, openapi_extra=_perm(Perm.CARDS_TOKENIZE))
-    def api_tokenize(body: CardIn, staff: Annotated[Staff, Depends(require(Perm.CARDS_TOKENIZE))]) -> dict[str, Any]:
-        return core.tokenize(staff, _card(core, body))
+    def api_tokenize(
+        body: StoredCardIn, staff: Annotated[Staff, Depends(require(Perm.CARDS_TOKENIZE))]
+    ) -> dict[str, Any]:
+        return core.tokenize(staff, _card(core, body), body.customer_id)
 
     @app.post("/api/cards/{token}/detokenize", tags=["cards"], openapi_extra=_perm(Perm.CARDS_DETOKENIZE))
     def api_detokenize(
@@ -808,11 +819,14 @@ def _ui_routes(app: FastAPI, core: Core) -> None:
                 card = validate_card(number, month, year, core.now().date())
             except CardError as exc:
                 errors["number"] = f"card refused: {exc}"
+        # the card number is never sent back; the expiry is, so only the number is retyped
+        values = {"exp_month": exp_month, "exp_year": exp_year}
         if card is None:
-            # the card number is never sent back; the expiry is, so only the number is retyped
-            values = {"exp_month": exp_month, "exp_year": exp_year}
             return invoice_page(request, staff, iid, 422, errors=errors, values=values)
-        core.pay(staff, iid, idempotency_key, card, None)
+        try:
+            core.pay(staff, iid, idempotency_key, card, None)
+        except AppError as exc:  # shown on the invoice itself, next to what is paid and pending
+            return invoice_page(request, staff, iid, exc.status, error=exc.message, values=values)
         return RedirectResponse(f"/invoices/{iid}", status_code=303)
 
     @app.get("/audit", response_class=HTMLResponse, include_in_schema=False)

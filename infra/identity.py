@@ -4,6 +4,13 @@ Human roles (platform admin, auditor) can only be assumed with MFA; the CI deplo
 the CI's OIDC provider for one subject only. Workload roles (Vault, app, backup, flow logs,
 RDS monitoring, CloudTrail) are created here with their trust policy only; each component
 attaches the narrow permissions it needs (e.g. the Vault role may use only the unseal key).
+
+Every role carries one permissions boundary, the ceiling of what any policy attached to it can
+grant. The deployer may create and change roles under /billkit/ only when they carry that
+boundary, never its own role, its own policy or the boundary (an explicit Deny). Key
+administrators (platform admin, deployer) administer keys but never use them directly. Nobody
+here may stop, rewrite or delete the trail, log groups, GuardDuty, key policies, keys or
+recovery points: those changes are break-glass work for the account's root user.
 """
 
 from __future__ import annotations
@@ -14,26 +21,97 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.common import assume_role_policy, policy_json, statement, tags
+from infra.keys import GRANT_ACTIONS, KEY_ADMIN_ACTIONS, KEY_USE_ACTIONS
 
 AWS_MANAGED = "arn:aws:iam::aws:policy/"
+PATH = "/billkit/"
 
 # The services the platform administers. Deliberately no "iam:*", no "*": identity changes go
 # through this program (the CI deployer), and organisation-level actions are out of reach.
+# KMS is not a service wildcard: key administrators get KEY_ADMIN_ACTIONS only.
 PLATFORM_ADMIN_SERVICES = (
     "ec2", "elasticloadbalancing", "autoscaling", "rds", "backup", "cloudwatch", "logs", "sns",
-    "wafv2", "guardduty", "securityhub", "ssm", "ssmmessages", "cloudtrail", "s3", "kms",
+    "wafv2", "guardduty", "securityhub", "ssm", "ssmmessages", "cloudtrail", "s3",
 )  # fmt: skip
+# What workload roles need beyond those: the SSM agent's channel and AWS Backup's tag lookups.
+WORKLOAD_SERVICES = ("ec2messages", "tag")
+# The deployer encrypts with the keys only through the services that store the data.
+KEY_SERVICES = ("rds.*.amazonaws.com", "ec2.*.amazonaws.com", "backup.*.amazonaws.com")
 # What a human without MFA may still do: enrol a device and change their own password.
 MFA_SELF_SERVICE = (
     "iam:CreateVirtualMFADevice", "iam:EnableMFADevice", "iam:ListMFADevices", "iam:ResyncMFADevice",
     "iam:GetUser", "iam:ChangePassword", "sts:GetSessionToken",
 )  # fmt: skip
-# Actions that would destroy evidence or keys: denied to every human and CI role.
+# Actions that would stop, rewrite or destroy the evidence, the detection or the keys the stack
+# relies on: denied to every human and CI role (and, through the boundary, to every role).
+# The deployer creates these resources; changing them afterwards is break-glass work.
 DESTRUCTIVE_ACTIONS = (
-    "cloudtrail:StopLogging", "cloudtrail:DeleteTrail", "kms:ScheduleKeyDeletion", "kms:DisableKey",
+    "cloudtrail:StopLogging", "cloudtrail:DeleteTrail", "cloudtrail:UpdateTrail", "cloudtrail:PutEventSelectors",
+    "logs:DeleteLogGroup", "logs:DeleteLogStream",
+    "guardduty:DeleteDetector", "guardduty:UpdateDetector",
+    "securityhub:DisableSecurityHub", "securityhub:BatchDisableStandards",
+    "kms:PutKeyPolicy", "kms:ScheduleKeyDeletion", "kms:DisableKey", "kms:DisableKeyRotation",
     "backup:DeleteRecoveryPoint", "backup:DeleteBackupVault", "backup:DeleteBackupVaultLockConfiguration",
-    "guardduty:DeleteDetector", "securityhub:DisableSecurityHub", "s3:PutBucketObjectLockConfiguration",
+    "backup:DeleteBackupVaultAccessPolicy", "backup:UpdateRecoveryPointLifecycle",
+    "s3:PutBucketObjectLockConfiguration",
 )  # fmt: skip
+# Creating a role or changing its permissions: allowed only with the boundary attached.
+BOUNDED_ROLE_ACTIONS = (
+    "iam:CreateRole", "iam:PutRolePermissionsBoundary", "iam:PutRolePolicy", "iam:DeleteRolePolicy",
+    "iam:AttachRolePolicy", "iam:DetachRolePolicy",
+)  # fmt: skip
+# The rest of the deployer's IAM work on the kit's own roles, policies, instance profiles and groups
+# (not group membership: who may assume a job role is an administrator's decision, not the pipeline's).
+KIT_ROLE_ACTIONS = (
+    "iam:UpdateRole", "iam:UpdateRoleDescription", "iam:UpdateAssumeRolePolicy", "iam:DeleteRole", "iam:TagRole",
+    "iam:UntagRole", "iam:PassRole",
+)  # fmt: skip
+KIT_POLICY_ACTIONS = (
+    "iam:CreatePolicy", "iam:CreatePolicyVersion", "iam:DeletePolicy", "iam:DeletePolicyVersion",
+    "iam:SetDefaultPolicyVersion", "iam:TagPolicy", "iam:UntagPolicy",
+)  # fmt: skip
+KIT_INSTANCE_PROFILE_ACTIONS = (
+    "iam:CreateInstanceProfile", "iam:DeleteInstanceProfile", "iam:AddRoleToInstanceProfile",
+    "iam:RemoveRoleFromInstanceProfile", "iam:TagInstanceProfile", "iam:UntagInstanceProfile",
+)  # fmt: skip
+KIT_GROUP_ACTIONS = (
+    "iam:CreateGroup", "iam:DeleteGroup", "iam:UpdateGroup", "iam:PutGroupPolicy", "iam:DeleteGroupPolicy",
+    "iam:AttachGroupPolicy", "iam:DetachGroupPolicy",
+)  # fmt: skip
+# Every change to a role or a policy: denied on the deployer's own role and policy and on the boundary.
+SELF_CHANGES = (
+    "iam:Put*", "iam:Attach*", "iam:Detach*", "iam:Delete*", "iam:Update*", "iam:Tag*", "iam:Untag*",
+    "iam:CreatePolicyVersion", "iam:SetDefaultPolicyVersion", "iam:PassRole",
+)  # fmt: skip
+
+
+def kit_arn(account_id: pulumi.Input[str], kind: str, name: pulumi.Input[str]) -> pulumi.Output[str]:
+    """The ARN of one of the kit's IAM resources (they all live under PATH)."""
+    return pulumi.Output.concat("arn:aws:iam::", account_id, f":{kind}{PATH}", name)
+
+
+def kit_iam_statements(account_id: pulumi.Input[str], boundary_arn: pulumi.Input[str]) -> list[dict[str, object]]:
+    """What the deployer may do in IAM: the kit's roles only with the boundary, the kit's policies,
+    instance profiles and groups. The boundary repeats these statements, so a role it bounds can
+    only ever create bounded roles."""
+
+    def on(kind: str) -> list[pulumi.Output[str]]:
+        return [kit_arn(account_id, kind, "*")]
+
+    return [
+        statement("ReadIam", ["iam:Get*", "iam:List*"]),
+        statement("AccountPasswordPolicy", ["iam:UpdateAccountPasswordPolicy"]),
+        statement(
+            "CreateRolesWithinBoundary",
+            list(BOUNDED_ROLE_ACTIONS),
+            on("role"),
+            condition={"StringEquals": {"iam:PermissionsBoundary": boundary_arn}},
+        ),
+        statement("ManageKitRoles", list(KIT_ROLE_ACTIONS), on("role")),
+        statement("ManageKitPolicies", list(KIT_POLICY_ACTIONS), on("policy")),
+        statement("ManageKitInstanceProfiles", list(KIT_INSTANCE_PROFILE_ACTIONS), on("instance-profile")),
+        statement("ManageKitGroups", list(KIT_GROUP_ACTIONS), on("group")),
+    ]
 
 
 @dataclass
@@ -75,11 +153,41 @@ class Identity(pulumi.ComponentResource):
             opts=child,
         )
 
+        # The permissions boundary of every role below. Its own ARN is built from its fixed name: a
+        # document cannot refer to its resource's output.
+        boundary_name = f"{name}-boundary"
+        self.boundary = aws.iam.Policy(
+            f"{name}-boundary",
+            name=boundary_name,
+            path=PATH,
+            description="Permissions boundary of every billkit role: the kit's services, key administration and "
+            "use, bounded IAM; never its own change, never evidence or key destruction",
+            policy=policy_json(
+                statement("KitServices", [f"{s}:*" for s in PLATFORM_ADMIN_SERVICES + WORKLOAD_SERVICES]),
+                statement(
+                    "Keys", ["kms:CreateKey", *KEY_ADMIN_ACTIONS, *KEY_USE_ACTIONS, *GRANT_ACTIONS, "kms:RetireGrant"]
+                ),
+                statement("AuditReports", ["iam:GenerateCredentialReport", "iam:GenerateServiceLastAccessedDetails"]),
+                *kit_iam_statements(args.account_id, kit_arn(args.account_id, "policy", boundary_name)),
+                statement(
+                    "DenyChangingTheBoundary",
+                    [a for a in SELF_CHANGES if a != "iam:PassRole"],
+                    [kit_arn(args.account_id, "policy", boundary_name)],
+                    effect="Deny",
+                ),
+                statement("DenyDestructive", list(DESTRUCTIVE_ACTIONS), effect="Deny"),
+            ),
+            tags=t,
+            opts=child,
+        )
+        # Depends on the boundary resource (through its name), so roles are created after it.
+        self.boundary_arn = kit_arn(args.account_id, "policy", self.boundary.name)
+
         # MFA for every human: IAM users live in this group; without MFA they can only enrol a device.
-        self.humans = aws.iam.Group(f"{name}-humans", path="/billkit/", opts=child)
+        self.humans = aws.iam.Group(f"{name}-humans", path=PATH, opts=child)
         self.enforce_mfa = aws.iam.Policy(
             f"{name}-enforce-mfa",
-            path="/billkit/",
+            path=PATH,
             description="Deny everything except MFA self-service unless the caller signed in with MFA",
             policy=policy_json(
                 statement(
@@ -121,8 +229,9 @@ class Identity(pulumi.ComponentResource):
         for role in ("platform-admin", "auditor"):
             self.roles[role] = aws.iam.Role(
                 f"{name}-{role}",
-                path="/billkit/",
+                path=PATH,
                 assume_role_policy=human_trust,
+                permissions_boundary=self.boundary_arn,
                 max_session_duration=args.human_session_seconds,
                 description=f"billkit {role} (human, MFA required)",
                 tags=tags(t, billkit_human="true"),
@@ -131,7 +240,7 @@ class Identity(pulumi.ComponentResource):
         # One group per job: membership decides which role a person may assume (with MFA).
         self.job_groups: dict[str, aws.iam.Group] = {}
         for role in ("platform-admin", "auditor"):
-            group = aws.iam.Group(f"{name}-{role}s", path="/billkit/", opts=child)
+            group = aws.iam.Group(f"{name}-{role}s", path=PATH, opts=child)
             self.job_groups[role] = group
             aws.iam.GroupPolicy(
                 f"{name}-{role}s-assume",
@@ -146,10 +255,12 @@ class Identity(pulumi.ComponentResource):
 
         self.platform_admin_policy = aws.iam.Policy(
             f"{name}-platform-admin",
-            path="/billkit/",
-            description="Operate the billkit services; no IAM or organisation administration, no evidence deletion",
+            path=PATH,
+            description="Operate the billkit services and administer (never use) the keys; no IAM or organisation "
+            "administration, no evidence deletion",
             policy=policy_json(
                 statement("OperateServices", [f"{s}:*" for s in PLATFORM_ADMIN_SERVICES]),
+                statement("AdministerKeys", list(KEY_ADMIN_ACTIONS)),
                 statement("ReadIam", ["iam:Get*", "iam:List*"]),
                 statement("DenyDestructive", list(DESTRUCTIVE_ACTIONS), effect="Deny"),
             ),
@@ -188,10 +299,14 @@ class Identity(pulumi.ComponentResource):
             )
         else:
             ci_trust = human_trust
+        # Fixed names: the deployer's policy denies changes to its own role and to itself by ARN.
+        deployer_name = f"{name}-ci-deployer"
         self.roles["ci-deployer"] = aws.iam.Role(
             f"{name}-ci-deployer",
-            path="/billkit/",
+            name=deployer_name,
+            path=PATH,
             assume_role_policy=ci_trust,
+            permissions_boundary=self.boundary_arn,
             max_session_duration=3600,
             description="billkit CI deployer: runs pulumi up after the policy pack passed",
             tags=t,
@@ -199,31 +314,30 @@ class Identity(pulumi.ComponentResource):
         )
         self.ci_policy = aws.iam.Policy(
             f"{name}-ci-deployer",
-            path="/billkit/",
-            description="Deploy the billkit stack; IAM only under /billkit/, no evidence or key destruction",
+            name=deployer_name,
+            path=PATH,
+            description="Deploy the billkit stack; IAM only under /billkit/ and within the boundary, never its own "
+            "role or policy, keys used only through services, no evidence or key destruction",
             policy=policy_json(
                 statement("DeployServices", [f"{s}:*" for s in PLATFORM_ADMIN_SERVICES]),
+                statement("CreateAndAdministerKeys", ["kms:CreateKey", *KEY_ADMIN_ACTIONS]),
+                # RDS, EBS and Backup need the caller's grant on the key; direct use stays impossible.
                 statement(
-                    "ManageBillkitIam",
+                    "UseKeysThroughServices",
+                    [*KEY_USE_ACTIONS, *GRANT_ACTIONS],
+                    condition={"StringLike": {"kms:ViaService": list(KEY_SERVICES)}},
+                ),
+                *kit_iam_statements(args.account_id, self.boundary_arn),
+                statement(
+                    "DenyChangingItself",
+                    list(SELF_CHANGES),
                     [
-                        "iam:*Role*",
-                        "iam:*Policy*",
-                        "iam:*InstanceProfile*",
-                        "iam:PassRole",
-                        "iam:Get*",
-                        "iam:List*",
-                        "iam:UpdateAccountPasswordPolicy",
-                        "iam:*Group*",
-                        "iam:TagRole",
-                        "iam:UntagRole",
+                        kit_arn(args.account_id, "role", self.roles["ci-deployer"].name),
+                        kit_arn(args.account_id, "policy", deployer_name),
+                        self.boundary_arn,
                     ],
-                    [
-                        pulumi.Output.concat("arn:aws:iam::", args.account_id, ":role/billkit/*"),
-                        pulumi.Output.concat("arn:aws:iam::", args.account_id, ":policy/billkit/*"),
-                        pulumi.Output.concat("arn:aws:iam::", args.account_id, ":instance-profile/billkit/*"),
-                        pulumi.Output.concat("arn:aws:iam::", args.account_id, ":group/billkit/*"),
-                    ],
-                ),  # fmt: skip
+                    effect="Deny",
+                ),
                 statement("DenyDestructive", list(DESTRUCTIVE_ACTIONS), effect="Deny"),
             ),
             tags=t,
@@ -245,8 +359,9 @@ class Identity(pulumi.ComponentResource):
         for role, service in services.items():
             self.roles[role] = aws.iam.Role(
                 f"{name}-{role}",
-                path="/billkit/",
+                path=PATH,
                 assume_role_policy=assume_role_policy(service),
+                permissions_boundary=self.boundary_arn,
                 description=f"billkit workload role: {role}",
                 tags=t,
                 opts=child,
@@ -269,9 +384,7 @@ class Identity(pulumi.ComponentResource):
             for p in policies
         ]
         self.instance_profiles = {
-            role: aws.iam.InstanceProfile(
-                f"{name}-{role}", path="/billkit/", role=self.roles[role].name, tags=t, opts=child
-            )
+            role: aws.iam.InstanceProfile(f"{name}-{role}", path=PATH, role=self.roles[role].name, tags=t, opts=child)
             for role in ("vault", "app")
         }
 
@@ -279,6 +392,7 @@ class Identity(pulumi.ComponentResource):
             {
                 "role_arns": {k: r.arn for k, r in self.roles.items()},
                 "humans_group": self.humans.name,
+                "boundary_arn": self.boundary_arn,
                 "job_groups": {k: g.name for k, g in self.job_groups.items()},
             }
         )

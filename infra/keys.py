@@ -1,9 +1,12 @@
 """Keys: one customer-managed KMS key per purpose, rotated, with a narrow key policy.
 
-Every key policy has the same shape: the account may administer the key (never use it),
-then one statement per user of the key — a named role, or an AWS service acting for this
-account (kms:ViaService / the service principal with a source condition). No statement
-grants "kms:*" and none names the principal "*".
+Every key policy has the same shape: the account may administer the key — never use it, grant
+its use (kms:CreateGrant) or rewrite the policy (kms:PutKeyPolicy) — then one statement per user
+of the key — a named role, or an AWS service acting for this account (kms:ViaService / the
+service principal with a source condition) — and last, the account's root user alone may change
+the key policy (break-glass). No statement grants "kms:*" and none names the principal "*".
+The deployer creates each key with its policy but cannot change the policy afterwards, so the key
+is created with the lockout safety check bypassed: the root user keeps kms:PutKeyPolicy.
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ import pulumi_aws as aws
 
 from infra.common import policy_json, statement, tags
 
-# Administering a key: everything except using it for cryptography.
+# Administering a key: never using it, granting its use (kms:Create* would cover CreateGrant) or
+# rewriting its policy (kms:Put* is PutKeyPolicy), any of which would let an administrator use it.
 KEY_ADMIN_ACTIONS = (
-    "kms:Create*", "kms:Describe*", "kms:Enable*", "kms:List*", "kms:Put*", "kms:Update*", "kms:Revoke*",
+    "kms:CreateAlias", "kms:Describe*", "kms:Enable*", "kms:List*", "kms:Update*", "kms:Revoke*",
     "kms:Disable*", "kms:Get*", "kms:Delete*", "kms:TagResource", "kms:UntagResource",
     "kms:ScheduleKeyDeletion", "kms:CancelKeyDeletion", "kms:RotateKeyOnDemand",
 )  # fmt: skip
@@ -74,6 +78,9 @@ def key_policy(account_id: pulumi.Input[str], users: list[KeyUser]) -> pulumi.Ou
             if not u.via_service:
                 raise ValueError(f"key user {u.sid}: name roles, a service, or a via_service condition")
         stmts.append(statement(u.sid, list(u.actions), principal=principal, condition=cond or None))
+    # Break-glass: only the root user itself (not the IAM principals the root principal delegates to).
+    root_user = {"StringEquals": {"aws:PrincipalType": "Account"}}
+    stmts.append(statement("RootUserSetsKeyPolicy", ["kms:PutKeyPolicy"], principal={"AWS": root}, condition=root_user))
     return policy_json(*stmts)
 
 
@@ -98,6 +105,8 @@ class Keys(pulumi.ComponentResource):
                 deletion_window_in_days=args.deletion_window_days,
                 multi_region=False,
                 policy=key_policy(args.account_id, users),
+                # The creator (the deployer) is deliberately not allowed kms:PutKeyPolicy; the root user is.
+                bypass_policy_lockout_safety_check=True,
                 region=args.key_region,
                 tags=tags(args.base_tags, billkit_component="keys", billkit_key_purpose=purpose),
                 opts=child,

@@ -9,6 +9,7 @@ objects as mappings.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -215,3 +216,24 @@ def principals(stmt: Mapping[str, Any]) -> list[str]:
         for kind, values in p.items():
             out.extend("*" if v == "*" else f"{kind}:{v}" for v in as_list(values))
     return out
+
+
+def grants(stmt: Mapping[str, Any], action: str) -> bool:
+    """Whether a statement's actions cover one action: its Action patterns match, or its NotAction omits it.
+
+    Patterns use IAM's wildcards (* and ?) and compare case-insensitively, as IAM does.
+    """
+
+    def match(patterns: Any) -> bool:
+        return any(fnmatch.fnmatchcase(action.lower(), str(p).lower()) for p in as_list(patterns))
+
+    if stmt.get("Action") is not None:
+        return match(stmt.get("Action"))
+    if stmt.get("NotAction") is not None:
+        return not match(stmt.get("NotAction"))
+    return False
+
+
+def granted(stmt: Mapping[str, Any], actions: Iterable[str]) -> list[str]:
+    """The actions of a list that a statement covers, sorted."""
+    return sorted(a for a in actions if grants(stmt, a))

@@ -7,7 +7,7 @@ from typing import Any
 
 from pulumi_policy import ResourceValidationArgs, Severity
 
-from policies.rules._base import as_list, number, principals, resource_policy, statements
+from policies.rules._base import as_list, granted, grants, number, principals, resource_policy, statements
 
 KEY = "aws:kms/key:Key"
 
@@ -69,6 +69,59 @@ def kms_key_policy(props: Mapping[str, Any], args: ResourceValidationArgs) -> It
             yield f"statement {sid} allows any principal ('*') without a condition"
 
 
+# Probes for what a statement allows, matched against its patterns (kms:Create* covers CreateGrant).
+KEY_ADMIN_PROBES = (
+    "kms:ScheduleKeyDeletion", "kms:CancelKeyDeletion", "kms:DisableKey", "kms:EnableKey", "kms:DisableKeyRotation",
+    "kms:EnableKeyRotation", "kms:UpdateKeyDescription", "kms:TagResource", "kms:UntagResource", "kms:CreateAlias",
+    "kms:DeleteAlias", "kms:UpdateAlias",
+)  # fmt: skip
+# Using the key, or letting someone else use it (a grant).
+KEY_USE_PROBES = (
+    "kms:Encrypt", "kms:Decrypt", "kms:ReEncryptFrom", "kms:ReEncryptTo", "kms:GenerateDataKey",
+    "kms:GenerateDataKeyWithoutPlaintext", "kms:GenerateDataKeyPair", "kms:GenerateDataKeyPairWithoutPlaintext",
+    "kms:Sign", "kms:GenerateMac", "kms:CreateGrant",
+)  # fmt: skip
+
+
+def _root_user_only(stmt: Mapping[str, Any]) -> bool:
+    """The statement names the account and holds only for its root user (aws:PrincipalType = Account)."""
+    who = principals(stmt)
+    equals = (stmt.get("Condition") or {}).get("StringEquals") or {}
+    return (
+        bool(who)
+        and all(p.startswith("AWS:") and p.endswith(":root") for p in who)
+        and as_list(equals.get("aws:PrincipalType")) == ["Account"]
+    )
+
+
+@resource_policy(
+    "aws-kms-key-disallow-admin-key-use",
+    description="Key administrators never use a key: a statement that administers the key neither uses it nor "
+    "creates grants, and only the account's root user may change the key policy.",
+    resource_types=[KEY],
+    controls=["RBAC-06"],
+    pci=["3.6.1.2", "3.6.1.3"],
+    severity=Severity.CRITICAL,
+    remediation="Give administrators the administration actions only (infra/keys.py KEY_ADMIN_ACTIONS: no "
+    "kms:Create*, kms:Put*, kms:CreateGrant or cryptographic actions); allow kms:PutKeyPolicy only to the root "
+    'principal with Condition {"StringEquals": {"aws:PrincipalType": "Account"}}.',
+)
+def kms_admin_use(props: Mapping[str, Any], args: ResourceValidationArgs) -> Iterable[str]:
+    for s in statements(props.get("policy")):
+        actions = as_list(s.get("Action"))
+        # kms:* and * are the least-privilege policy's finding; this one is about listed actions.
+        if s.get("Effect") != "Allow" or any(a in ("*", "kms:*") for a in actions):
+            continue
+        sid = s.get("Sid", "?")
+        if granted(s, KEY_ADMIN_PROBES):
+            use = granted(s, KEY_USE_PROBES)
+            if use:
+                yield f"statement {sid} administers the key and may also use it or grant its use: {use}"
+        if grants(s, "kms:PutKeyPolicy") and not _root_user_only(s):
+            yield (f"statement {sid} lets {principals(s)} change the key policy; only the root user may "
+                   "(condition aws:PrincipalType = Account)")  # fmt: skip
+
+
 UNSEAL_ACTIONS = {"kms:Encrypt", "kms:Decrypt", "kms:DescribeKey"}
 PURPOSE_TAG = "billkit:key-purpose"
 
@@ -87,7 +140,8 @@ def kms_unseal_users(props: Mapping[str, Any], args: ResourceValidationArgs) -> 
     if (props.get("tags") or {}).get(PURPOSE_TAG) != "vault-unseal":
         return
     for s in statements(props.get("policy")):
-        if s.get("Effect") != "Allow" or s.get("Sid") == "AccountAdministersKey":
+        # Statements that cannot use the key (administration) are the admin-key-use policy's concern.
+        if s.get("Effect") != "Allow" or not granted(s, KEY_USE_PROBES):
             continue
         who = principals(s)
         # Roles only: not the account root (that would delegate to every IAM policy), no service.

@@ -6,14 +6,15 @@ resources an input was computed from), so they work in preview, where IDs are un
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pulumi_policy import PolicyResource, Severity, StackValidationArgs
 
 from infra import topology
-from policies.rules import cloudwatch, elb, rds
-from policies.rules._base import items, stack_policy, truthy
+from policies.rules import cloudwatch, elb, iam, rds
+from policies.rules._base import as_list, grants, items, stack_policy, statements, truthy
 
 SUBNET = "aws:ec2/subnet:Subnet"
 ROUTE = "aws:ec2/route:Route"
@@ -261,3 +262,107 @@ def bucket_guardrails(args: StackValidationArgs) -> Iterable[str]:
         missing = [label for t, label in BUCKET_GUARDRAILS.items() if t not in have.get(bucket.urn, set())]
         if missing:
             yield f"{bucket.urn}: bucket {bucket.name} has no {', '.join(missing)}"
+
+
+# What a role could do to itself to widen its own permissions.
+ROLE_SELF_CHANGES = (
+    "iam:PutRolePolicy", "iam:AttachRolePolicy", "iam:DetachRolePolicy", "iam:DeleteRolePolicy",
+    "iam:UpdateAssumeRolePolicy", "iam:PutRolePermissionsBoundary", "iam:DeleteRolePermissionsBoundary",
+)  # fmt: skip
+POLICY_SELF_CHANGES = ("iam:CreatePolicyVersion", "iam:SetDefaultPolicyVersion")
+
+
+def _iam_ids(r: PolicyResource, kind: str) -> set[str]:
+    """The resource part of an IAM ARN ("role/<path>/<name>") from the resource's inputs.
+
+    Both the path form AWS uses and the path-less form are returned, so a statement naming either
+    (a constructed ARN, or the mock runtime's ARN output) is matched.
+    """
+    name = str(r.props.get("name") or r.name)
+    path = str(r.props.get("path") or "/")
+    return {f"{kind}{path}{name}", f"{kind}/{name}"}
+
+
+def _arn_resource(arn: Any) -> str | None:
+    """The resource part of an IAM ARN or ARN pattern; "*" for "*"; None for other services' ARNs."""
+    text = str(arn)
+    if text == "*":
+        return "*"
+    parts = text.split(":", 5)
+    return parts[5] if len(parts) == 6 and parts[2] in ("iam", "*") else None
+
+
+def _on(stmt: Mapping[str, Any], ids: set[str], *, allow: bool) -> bool:
+    """Whether the statement applies to the IAM resource; a Deny's NotResource is never trusted."""
+
+    def hit(patterns: Any) -> bool:
+        return any(
+            (res := _arn_resource(p)) is not None and any(fnmatch.fnmatchcase(i, res) for i in ids)
+            for p in as_list(patterns)
+        )
+
+    if stmt.get("Resource") is not None:
+        return hit(stmt.get("Resource"))
+    return allow and stmt.get("NotResource") is not None and not hit(stmt.get("NotResource"))
+
+
+@stack_policy(
+    "aws-iam-stack-disallow-role-self-escalation",
+    description="No role may change its own permissions: its policies never allow rewriting the role, the "
+    "policies attached to it or its permissions boundary, unless an unconditional Deny takes that back.",
+    controls=["RBAC-03"],
+    pci=["7.2.1", "7.2.2", "7.2.5"],
+    severity=Severity.CRITICAL,
+    remediation="Add a Deny statement for iam:Put*, iam:Attach*, iam:Detach*, iam:Delete*, iam:Update*, "
+    "iam:CreatePolicyVersion and iam:SetDefaultPolicyVersion on the role's own ARN, its policies' ARNs and its "
+    "boundary's ARN (infra/identity.py, DenyChangingItself).",
+)
+def role_self_escalation(args: StackValidationArgs) -> Iterable[str]:
+    policies = _of(args, iam.POLICY)
+    by_id = {i: p for p in policies for i in _iam_ids(p, "policy")}
+    roles = _of(args, iam.ROLE)
+    # Per role: the documents that grant it permissions, its boundary's, and the ids of its own policies.
+    grants_of: dict[str, list[Any]] = {
+        r.urn: [p.get("policy") for p in items(r.props.get("inlinePolicies"))] for r in roles
+    }
+    denies_of: dict[str, list[Any]] = {r.urn: [] for r in roles}
+    own_policies: dict[str, list[set[str]]] = {r.urn: [] for r in roles}
+
+    def attach(role: PolicyResource, policy: PolicyResource, *, boundary: bool = False) -> None:
+        own_policies[role.urn].append(_iam_ids(policy, "policy"))
+        (denies_of if boundary else grants_of)[role.urn].append(policy.props.get("policy"))
+
+    for role in roles:
+        for policy in _deps(role, "managedPolicyArns"):
+            if policy.resource_type == iam.POLICY:
+                attach(role, policy)
+        boundary = [p for p in _deps(role, "permissionsBoundary") if p.resource_type == iam.POLICY]
+        named = by_id.get(_arn_resource(role.props.get("permissionsBoundary")) or "")
+        for policy in boundary or ([named] if named else []):
+            attach(role, policy, boundary=True)
+    for a in _of(args, iam.ROLE_ATTACH):
+        for role in _deps(a, "role"):
+            for policy in _deps(a, "policyArn"):
+                if role.urn in grants_of and policy.resource_type == iam.POLICY:
+                    attach(role, policy)
+    for rp in _of(args, iam.ROLE_POLICY):
+        for role in _deps(rp, "role"):
+            if role.urn in grants_of:
+                grants_of[role.urn].append(rp.props.get("policy"))
+
+    for role in roles:
+        allows = [s for d in grants_of[role.urn] for s in statements(d) if s.get("Effect") == "Allow"]
+        # Denies count from the role's own policies and from its boundary; conditional ones may not hold.
+        every = [s for d in grants_of[role.urn] + denies_of[role.urn] for s in statements(d)]
+        denies = [s for s in every if s.get("Effect") == "Deny" and not s.get("Condition")]
+        targets = [(ROLE_SELF_CHANGES, _iam_ids(role, "role"))]
+        targets += [(POLICY_SELF_CHANGES, ids) for ids in own_policies[role.urn]]
+        found = {
+            action
+            for actions, ids in targets
+            for action in actions
+            if any(grants(s, action) and _on(s, ids, allow=True) for s in allows)
+            and not any(grants(s, action) and _on(s, ids, allow=False) for s in denies)
+        }
+        if found:
+            yield f"{role.urn}: role {role.name} may change its own permissions: {sorted(found)}"

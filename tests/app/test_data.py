@@ -81,6 +81,8 @@ def test_customer_export_is_complete_json(env: Env) -> None:
     assert {k: data["customer"][k] for k in CUSTOMER} == CUSTOMER
     assert [i["id"] for i in data["invoices"]] == [iid]
     assert data["payments"][0]["card"]["last4"] == "4242" and VISA not in str(data)
+    token = data["payments"][0]["card"]["token"]
+    assert data["cards"] == [{"token": token, "brand": "visa", "last4": "4242", "exp_month": 1, "exp_year": 2031}]
     with env.owner() as conn:
         assert conn.execute("SELECT count(*) FROM audit.events WHERE action = 'gdpr.export'").fetchone() == (1,)
 
@@ -112,7 +114,8 @@ def test_forced_rewrap_retires_old_versions_and_erasure_shreds_backups(rot_env: 
         assert info["type"] == "aes256-gcm96" and info["auto_rotate_period"] > 0
     ids = [clerk.post("/api/customers", json={**CUSTOMER, "email": f"c{i}@example.org"}).json()["id"] for i in range(7)]
     for _ in range(3):
-        clerk.post("/api/cards", json={"number": VISA, "exp_month": 1, "exp_year": 2031}).raise_for_status()
+        card = {"customer_id": ids[1], "number": VISA, "exp_month": 1, "exp_year": 2031}
+        clerk.post("/api/cards", json=card).raise_for_status()
     with env.owner() as conn:
         (backup_key,) = conn.execute(
             "SELECT wrapped_key FROM billing.customer_keys WHERE customer_id = %s", (ids[0],)

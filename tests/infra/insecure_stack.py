@@ -22,6 +22,46 @@ NO_MFA_TRUST = json.dumps(
     }
 )
 
+# The CI deployer's old shape: it may rewrite every role under its path, its own included, with no
+# permissions boundary, and its deny list leaves the trail, log groups and key policies open.
+CI_TRUST = json.dumps(
+    {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": "sts:AssumeRoleWithWebIdentity",
+                "Principal": {"Federated": "arn:aws:iam::123456789012:oidc-provider/ci.example.org"},
+            }
+        ],
+    }
+)
+SELF_ESCALATING = json.dumps(
+    {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Sid": "ManageCiIam", "Effect": "Allow", "Action": ["iam:*Role*", "iam:*Policy*"],
+             "Resource": "arn:aws:iam::123456789012:role/ci/*"},
+            {"Sid": "Deploy", "Effect": "Allow", "Action": ["cloudtrail:*", "logs:*", "kms:*"], "Resource": "*"},
+            {"Sid": "DenyDestructive", "Effect": "Deny",
+             "Action": ["cloudtrail:StopLogging", "kms:ScheduleKeyDeletion"], "Resource": "*"},
+        ],
+    }
+)  # fmt: skip
+# Key administrators who may grant themselves use (kms:Create* covers CreateGrant) or rewrite the policy.
+ADMIN_MAY_USE_KEY = json.dumps(
+    {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Sid": "AccountAdministersKey", "Effect": "Allow",
+             "Principal": {"AWS": "arn:aws:iam::123456789012:root"},
+             "Action": ["kms:Create*", "kms:Describe*", "kms:Enable*", "kms:Put*", "kms:Disable*",
+                        "kms:ScheduleKeyDeletion"],
+             "Resource": "*"},
+        ],
+    }
+)  # fmt: skip
+
 
 def fixed_200() -> aws.lb.ListenerDefaultActionArgs:
     response = aws.lb.ListenerDefaultActionFixedResponseArgs(content_type="text/plain", status_code="200")
@@ -99,6 +139,10 @@ def program() -> None:
     aws.iam.AccountPasswordPolicy("weak-passwords", minimum_password_length=8)
     aws.iam.Policy("god-mode", policy=OPEN_TO_ALL)
     aws.iam.Role("ops", assume_role_policy=NO_MFA_TRUST)
+    ci = aws.iam.Role("ci", path="/ci/", assume_role_policy=CI_TRUST)
+    ci_policy = aws.iam.Policy("ci-deploy", path="/ci/", policy=SELF_ESCALATING)
+    aws.iam.RolePolicyAttachment("ci-deploy", role=ci.name, policy_arn=ci_policy.arn)
+    aws.kms.Key("admin-may-use", enable_key_rotation=True, deletion_window_in_days=30, policy=ADMIN_MAY_USE_KEY)
     user = aws.iam.User("deployer")
     aws.iam.AccessKey("deployer-key", user=user.name)
     aws.guardduty.Detector("sleepy", enable=False)

@@ -89,10 +89,16 @@ EXPECTED_INSECURE = {
     "aws-cloudwatch-stack-enable-security-alarms", "aws-cloudtrail-stack-enable-trail",
     "aws-guardduty-stack-enable-detector", "aws-securityhub-stack-enable-pci-standard",
     "aws-s3-stack-enable-bucket-guardrails",
+    # cloud identity escalation: unbounded roles, self-modification, keys their administrators may use
+    "aws-iam-role-enable-permissions-boundary", "aws-iam-policy-enable-permissions-boundary",
+    "aws-iam-policy-disallow-evidence-destruction", "aws-iam-stack-disallow-role-self-escalation",
+    "aws-kms-key-disallow-admin-key-use",
 }  # fmt: skip
 
 
-@pytest.mark.control("CMP-02", "NET-03", "EAR-01", "NET-09", "CMP-03", "MFA-02", "LOG-01", "EAR-08")
+@pytest.mark.control(
+    "CMP-02", "NET-03", "EAR-01", "NET-09", "CMP-03", "MFA-02", "LOG-01", "EAR-08", "RBAC-03", "RBAC-06"
+)
 def test_the_insecure_fixture_is_refused(insecure: PlanResult) -> None:
     violated = {v.policy for v in insecure.violations}
     assert violated == EXPECTED_INSECURE
@@ -139,6 +145,15 @@ def _stop_key_rotation(resources: list[Resource]) -> None:
     key.inputs["enableKeyRotation"] = False
 
 
+def _drop_deployer_self_denial(resources: list[Resource]) -> None:
+    policy = next(
+        r for r in resources if r.type == "aws:iam/policy:Policy" and r.name == "billkit-identity-ci-deployer"
+    )
+    document = json.loads(policy.inputs["policy"])
+    document["Statement"] = [s for s in document["Statement"] if s["Sid"] != "DenyChangingItself"]
+    policy.inputs["policy"] = json.dumps(document)
+
+
 STACK_CASES = [
     ("NET-06", _drop("aws:wafv2/webAclAssociation:WebAclAssociation"),
      {("aws-elb-stack-enable-waf-association", "billkit-edge-alb")}),
@@ -158,6 +173,8 @@ STACK_CASES = [
     ("LOG-01", _drop("aws:cloudtrail/trail:Trail"), {("aws-cloudtrail-stack-enable-trail", "prod")}),
     ("EAR-08", _drop("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock", "trail"),
      {("aws-s3-stack-enable-bucket-guardrails", "billkit-audit-trail")}),
+    ("RBAC-03", _drop_deployer_self_denial,
+     {("aws-iam-stack-disallow-role-self-escalation", "billkit-identity-ci-deployer")}),
 ]  # fmt: skip
 
 

@@ -70,6 +70,19 @@ def _rule(props: Props, group: str) -> dict[str, Any]:
     return next(r for r in props["rules"] if r["name"] == group)
 
 
+def _sid(document: dict[str, Any], sid: str) -> dict[str, Any]:
+    return next(s for s in document["Statement"] if s["Sid"] == sid)
+
+
+def _undeny(props: Props, action: str) -> None:
+    set_doc(props, "policy", lambda d: _sid(d, "DenyDestructive")["Action"].remove(action))
+
+
+ROOT = "AWS:arn:aws:iam::123456789012:root"
+CREATE_ROLES = json.dumps({"Version": "2012-10-17", "Statement": [
+    {"Sid": "CreateRoles", "Effect": "Allow", "Action": "iam:CreateRole", "Resource": "*"}]})  # fmt: skip
+
+
 # (policy, resource type, baseline name fragment, mutation, exact message)
 CASES: list[tuple[str, str, str, Callable[[Props], Any], str]] = [
     # KMS
@@ -87,6 +100,20 @@ CASES: list[tuple[str, str, str, Callable[[Props], Any], str]] = [
     ("aws-kms-key-configure-least-privilege-policy", "aws:kms/key:Key", "audit",
      lambda p: set_doc(p, "policy", lambda d: d["Statement"][3].update(Principal="*")),
      "statement AuditorReads allows any principal ('*') without a condition"),
+    ("aws-kms-key-disallow-admin-key-use", "aws:kms/key:Key", "database",
+     lambda p: set_doc(p, "policy", lambda d: d["Statement"][0]["Action"].append("kms:Create*")),
+     "statement AccountAdministersKey administers the key and may also use it or grant its use: ['kms:CreateGrant']"),
+    ("aws-kms-key-disallow-admin-key-use", "aws:kms/key:Key", "database",
+     lambda p: set_doc(p, "policy", lambda d: d["Statement"][0]["Action"].append("kms:Decrypt")),
+     "statement AccountAdministersKey administers the key and may also use it or grant its use: ['kms:Decrypt']"),
+    ("aws-kms-key-disallow-admin-key-use", "aws:kms/key:Key", "database",
+     lambda p: set_doc(p, "policy", lambda d: d["Statement"][0]["Action"].append("kms:Put*")),
+     f"statement AccountAdministersKey lets ['{ROOT}'] change the key policy; only the root user may "
+     "(condition aws:PrincipalType = Account)"),
+    ("aws-kms-key-disallow-admin-key-use", "aws:kms/key:Key", "database",
+     lambda p: set_doc(p, "policy", lambda d: _sid(d, "RootUserSetsKeyPolicy").pop("Condition")),
+     f"statement RootUserSetsKeyPolicy lets ['{ROOT}'] change the key policy; only the root user may "
+     "(condition aws:PrincipalType = Account)"),
     ("aws-kms-key-configure-unseal-key-users", "aws:kms/key:Key", "vault-unseal",
      lambda p: set_doc(p, "policy", lambda d: d["Statement"][1]["Action"].append("kms:CreateGrant")),
      "statement VaultUnseals allows ['kms:CreateGrant'] on the unseal key"),
@@ -258,6 +285,32 @@ CASES: list[tuple[str, str, str, Callable[[Props], Any], str]] = [
     ("aws-iam-policy-disallow-admin-wildcards", "aws:iam/policy:Policy", "platform-admin",
      lambda p: set_doc(p, "policy", lambda d: d["Statement"][0].update(Action="*")),
      "statement OperateServices allows ['*'] on every resource"),
+    ("aws-iam-policy-disallow-admin-wildcards", "aws:iam/policy:Policy", "platform-admin",
+     lambda p: set_doc(p, "policy", lambda d: _sid(d, "AdministerKeys").update(Action=["kms:*"])),
+     "statement AdministerKeys allows ['kms:*'] on every resource"),
+    ("aws-iam-policy-enable-permissions-boundary", "aws:iam/policy:Policy", "ci-deployer",
+     lambda p: set_doc(p, "policy", lambda d: _sid(d, "CreateRolesWithinBoundary").pop("Condition")),
+     "statement CreateRolesWithinBoundary allows ['iam:AttachRolePolicy', 'iam:CreateRole', "
+     "'iam:PutRolePermissionsBoundary', 'iam:PutRolePolicy'] without requiring a permissions boundary "
+     "(condition iam:PermissionsBoundary)"),
+    ("aws-iam-policy-enable-permissions-boundary", "aws:iam/policy:Policy", "ci-deployer",
+     lambda p: set_doc(p, "policy", lambda d: _sid(d, "ManageKitRoles")["Action"].append("iam:DeleteRole*")),
+     "statement ManageKitRoles lets principals remove a permissions boundary: ['iam:DeleteRolePermissionsBoundary']"),
+    ("aws-iam-policy-enable-permissions-boundary", "aws:iam/role:Role", "ci-deployer",
+     lambda p: p.update(inlinePolicies=[{"name": "create-roles", "policy": CREATE_ROLES}]),
+     "statement CreateRoles allows ['iam:CreateRole'] without requiring a permissions boundary "
+     "(condition iam:PermissionsBoundary)"),
+    ("aws-iam-role-enable-permissions-boundary", "aws:iam/role:Role", "auditor", lambda p: p.pop("permissionsBoundary"),
+     "the role has no permissions boundary"),
+    ("aws-iam-policy-disallow-evidence-destruction", "aws:iam/policy:Policy", "platform-admin",
+     lambda p: _undeny(p, "cloudtrail:UpdateTrail"),
+     "statement OperateServices allows ['cloudtrail:UpdateTrail'] and no statement of the policy denies it"),
+    ("aws-iam-policy-disallow-evidence-destruction", "aws:iam/policy:Policy", "ci-deployer",
+     lambda p: _undeny(p, "logs:DeleteLogGroup"),
+     "statement DeployServices allows ['logs:DeleteLogGroup'] and no statement of the policy denies it"),
+    ("aws-iam-policy-disallow-evidence-destruction", "aws:iam/policy:Policy", "boundary",
+     lambda p: _undeny(p, "kms:ScheduleKeyDeletion"),
+     "statement Keys allows ['kms:ScheduleKeyDeletion'] and no statement of the policy denies it"),
     ("aws-iam-rolepolicyattachment-disallow-admin-policies", "aws:iam/rolePolicyAttachment:RolePolicyAttachment",
      "platform-admin", lambda p: p.update(policyArn="arn:aws:iam::aws:policy/AdministratorAccess"),
      "attaches arn:aws:iam::aws:policy/AdministratorAccess"),
