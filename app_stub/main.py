@@ -23,6 +23,7 @@ from app_stub.services import Services
 from app_stub.services.payments import PaymentRecovery
 from app_stub.ui import auth as ui_auth
 from app_stub.ui import billing as ui_billing
+from app_stub.ui import staff as ui_staff
 
 
 def _approle_factory(s: Settings, role_id: str, secret_id: str) -> Callable[[], Any]:
@@ -104,3 +105,4 @@ def include_routers(app: FastAPI) -> None:
     # the staff web UI
     app.include_router(ui_auth.router)  # sign-in pages
     app.include_router(ui_billing.router)  # working pages
+    app.include_router(ui_staff.router)  # staff management

@@ -73,7 +73,22 @@ async def current_staff(request: Request, svc: Svc) -> Staff:
     with svc.auth.tx() as conn:
         staff = svc.auth.identity(conn, sess.user_id)
     request.state.session = sess
+    request.state.staff = staff  # pages (error pages too) show this staff member's nav
     return staff
+
+
+def signed_in(request: Request) -> None:
+    """Put a fully signed-in staff member (if any) on the request, for pages no route dependency rendered."""
+    svc = get_services(request)
+    sess = svc.auth.session(request.cookies.get(COOKIE))
+    if sess is None or sess.stage != "full":
+        return
+    try:
+        with svc.auth.tx() as conn:
+            request.state.staff = svc.auth.identity(conn, sess.user_id)
+    except AppError:
+        return
+    request.state.session = sess
 
 
 CurrentStaff = Annotated[Staff, Depends(current_staff)]

@@ -6,14 +6,16 @@ from typing import Any
 
 import psycopg
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app_stub.api.deps import NeedLogin
+from app_stub.api.deps import NeedLogin, signed_in
 from app_stub.crypto import VaultError
 from app_stub.services import AppError
 from app_stub.tokenization import CardError
-from app_stub.ui.templating import templates
+from app_stub.ui.render import error_page
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
@@ -25,11 +27,9 @@ def wants_html(request: Request) -> bool:
     return not request.url.path.startswith("/api")
 
 
-def page_or_json(request: Request, status: int, message: str) -> Response:
+def page_or_json(request: Request, status: int, message: str, problems: list[str] | None = None) -> Response:
     if wants_html(request):
-        return templates.TemplateResponse(
-            request, "error.html", {"status": status, "message": message}, status_code=status
-        )
+        return error_page(request, status, message, problems)
     return JSONResponse({"detail": message}, status_code=status)
 
 
@@ -65,6 +65,14 @@ def install(app: FastAPI) -> None:
     async def integrity_error(request: Request, exc: psycopg.errors.IntegrityError) -> Response:
         return page_or_json(request, 409, "the change conflicts with existing data")
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if not wants_html(request):
+            return await http_exception_handler(request, exc)
+        message = "there is no page at this address" if exc.status_code == 404 else str(exc.detail)
+        signed_in(request)  # no route ran its dependencies: find the staff member for the nav
+        return error_page(request, exc.status_code, message)
+
     @app.exception_handler(NeedLogin)
     async def need_login(request: Request, exc: NeedLogin) -> Response:
         if wants_html(request):
@@ -73,8 +81,13 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        html = wants_html(request)
+        # a page names the field only; the API keeps where it was (body, path, query)
+        skip = ("body", "path", "query") if html else ("body",)
         problems = []
         for e in exc.errors():
-            loc = ".".join(str(p) for p in e.get("loc", ()) if p != "body")
+            loc = ".".join(str(p) for p in e.get("loc", ()) if p not in skip)
             problems.append(f"{loc}: {e.get('msg')}")  # the message, never the input value
+        if html:
+            return page_or_json(request, 422, "the request had missing or invalid values", problems)
         return page_or_json(request, 422, "invalid input: " + "; ".join(problems))

@@ -93,6 +93,21 @@ class CustomerService(Service):
         self.warm_keys([(r[0], r[6]) for r in rows])
         return [self.open_customer(self.cipher.key_for(r[0], r[6]), r[:6]) for r in rows]
 
+    def customer_names(self, staff: Staff, cids: list[int]) -> dict[int, str]:
+        """Customer id -> name for a page that lists them (erased customers are absent); one batched Vault call."""
+        ids = sorted(set(cids))
+        if not ids:
+            return {}
+        with self.tx() as conn:
+            rows = conn.execute(
+                "SELECT c.id, c.name_ct, k.wrapped_key FROM billing.customers c "
+                "JOIN billing.customer_keys k ON k.customer_id = c.id WHERE c.id = ANY(%s) AND c.erased_at IS NULL",
+                (ids,),
+            ).fetchall()
+            audit.append(conn, self.now(), staff.actor, "customer.names", "customers", count=len(rows))
+        self.warm_keys([(r[0], r[2]) for r in rows])
+        return {r[0]: self.cipher.open(self.cipher.key_for(r[0], r[2]), r[0], "name", r[1]) for r in rows}
+
     def warm_keys(self, pairs: list[tuple[int, str]]) -> None:
         """Unwrap every uncached data key of a page in one batched Vault call."""
         if not self.cipher.enabled:

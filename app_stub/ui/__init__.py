@@ -1,1 +1,1 @@
-"""The staff web UI: server-rendered pages (Jinja2) with forms and CSRF tokens, one router per area."""
+"""The staff web UI: server-rendered pages (Jinja2), their formatting helpers and routers."""

@@ -16,8 +16,9 @@ from app_stub.api.deps import (
     renewed,
     set_session_cookie,
 )
-from app_stub.services import AppError
-from app_stub.ui.templating import page
+from app_stub.services import AppError, Session
+from app_stub.ui import qr
+from app_stub.ui.render import render as page
 
 router = APIRouter(include_in_schema=False, route_class=GuardedRoute)
 
@@ -69,13 +70,18 @@ def mfa_post(request: Request, sess: PendingSession, svc: Svc, code: Annotated[s
     return resp
 
 
+def _enrolment(request: Request, sess: Session, svc: Svc, status_code: int = 200, error: str = "") -> Response:
+    """A new key, as a QR code drawn on the server (inline SVG) and as text for manual entry."""
+    uri = svc.auth.start_enrolment(sess)
+    secret = uri.split("secret=")[1].split("&")[0]
+    return page(request, "enrol.html", status_code, secret=secret, qr=qr.svg(uri), error=error)
+
+
 @router.get("/mfa/enrol", response_class=HTMLResponse)
 def enrol_form(request: Request, sess: PendingSession, svc: Svc) -> Response:
     if sess.stage != "enrol":
         return RedirectResponse("/", status_code=303)
-    uri = svc.auth.start_enrolment(sess)
-    secret = uri.split("secret=")[1].split("&")[0]
-    return page(request, "enrol.html", uri=uri, secret=secret)
+    return _enrolment(request, sess, svc)
 
 
 @router.post("/mfa/enrol")
@@ -83,7 +89,11 @@ def enrol_post(request: Request, sess: PendingSession, svc: Svc, code: Annotated
     try:
         stage, codes = svc.auth.finish_enrolment(sess, code)
     except AppError as exc:
-        return page(request, "error.html", exc.status, message=exc.message)
+        if sess.stage != "enrol":
+            raise
+        # the pending key is replaced: say so, or the authenticator keeps the old entry
+        msg = f"{exc.message}. A new key was generated: delete the previous entry and scan this code."
+        return _enrolment(request, sess, svc, exc.status, msg)
     resp = page(request, "recovery.html", codes=codes, next="/password" if stage == "password" else "/")
     renewed(resp, sess, svc.ctx.settings)
     return resp

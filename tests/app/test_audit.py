@@ -105,7 +105,7 @@ def test_audit_log_page_for_auditors_only(env: Env) -> None:
     assert page.status_code == 200 and "auth.mfa_enrol" in page.text and "user:" in page.text
     refused = clerk.get("/audit")
     assert refused.status_code == 403 and "permission denied: needs audit.read" in refused.text
-    assert "<h1>Request refused (403)</h1>" in refused.text
+    assert "<h1>Not allowed</h1>" in refused.text and "HTTP status 403" in refused.text
 
 
 def _customers(env: Env, n: int = 3) -> None:
