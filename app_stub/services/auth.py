@@ -181,6 +181,11 @@ class AuthService(Service):
         cookie = secrets.token_urlsafe(32)
         sess = Session(self._sid_hash(cookie), uid, stage, secrets.token_urlsafe(32), None)
         now = self.now()
+        # the user's dead sessions go now: abandoned ones are otherwise only removed when presented
+        conn.execute(
+            "DELETE FROM staff.sessions WHERE user_id = %s AND (last_seen < %s OR created_at < %s)",
+            (uid, now - self.s.idle_timeout, now - self.s.session_max_age),
+        )
         conn.execute(
             "INSERT INTO staff.sessions (id_hash, user_id, stage, csrf, created_at, last_seen) "
             "VALUES (%s, %s, %s, %s, %s, %s)",

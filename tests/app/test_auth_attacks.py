@@ -192,3 +192,15 @@ def test_a_flood_of_logins_waits_for_a_hashing_slot_then_gets_503(env: Env) -> N
         for _ in range(taken):
             hasher._slots.release()
     assert StaffClient(env, env.client(), 0, "busy").login().status_code == 200
+
+
+@pytest.mark.control("HRD-04", "APP-01")
+def test_abandoned_sessions_do_not_pile_up(env: Env) -> None:
+    """Sessions never presented again (closed tabs, an attacker's logins stopped at MFA) go at the next login."""
+    c = env.staff("tabs", "auditor")
+    for _ in range(5):
+        assert c.login().status_code == 200  # stage mfa, then abandoned
+    env.clock.advance(minutes=16)
+    assert c.login().status_code == 200
+    with env.owner() as conn:
+        assert conn.execute("SELECT count(*) FROM staff.sessions WHERE user_id = %s", (c.uid,)).fetchone() == (1,)
