@@ -109,6 +109,27 @@ class AuthService(Service):
             audit.append(conn, now, "system", "auth.lockout", f"user:{uid}", locked_until=locked.isoformat())
         return AppError(401, message)
 
+    def _check_password(
+        self,
+        conn: psycopg.Connection[Any],
+        uid: int,
+        phash: str,
+        locked_until: dt.datetime | None,
+        password: str,
+        action: str,
+        message: str,
+    ) -> AppError | None:
+        """None when ``password`` is the account's; else the error to raise once the transaction committed:
+        423 while locked (whatever the password: a lock must not become an oracle), or a counted failure."""
+        if locked_until is not None and locked_until > self.now():
+            audit.append(conn, self.now(), f"user:{uid}", action, f"user:{uid}", "refused-locked")
+            return AppError(423, self.LOCKED)
+        try:
+            self.ph.verify(phash, password)
+        except (VerificationError, InvalidHashError):
+            return self._count_failure(conn, uid, action, f"user:{uid}", message)
+        return None
+
     def _unknown_login(self, conn: psycopg.Connection[Any], name: str, password: str) -> AppError:
         """A login for a name that is no account: same work, same answers and same lockout as a real one."""
         now = self.now()
@@ -153,14 +174,7 @@ class AuthService(Service):
                 err = self._unknown_login(conn, username[:64], password)
             else:
                 uid, phash, locked_until, totp_ct, disabled = row
-                try:
-                    if locked_until is not None and locked_until > now:
-                        audit.append(conn, now, f"user:{uid}", "auth.login", f"user:{uid}", "refused-locked")
-                        err = AppError(423, self.LOCKED)
-                    else:
-                        self.ph.verify(phash, password)
-                except (VerificationError, InvalidHashError):
-                    err = self._count_failure(conn, uid, "auth.login", f"user:{uid}", generic.message)
+                err = self._check_password(conn, uid, phash, locked_until, password, "auth.login", generic.message)
                 if err is None and disabled is not None:
                     # no hint that the password was right or that the account exists but is disabled
                     audit.append(conn, now, f"user:{uid}", "auth.login", f"user:{uid}", "refused-disabled")
@@ -384,14 +398,9 @@ class AuthService(Service):
             phash, locked = conn.execute(
                 "SELECT password_hash, locked_until FROM staff.users WHERE id = %s FOR UPDATE", (uid,)
             ).fetchone()  # type: ignore[misc]
-            try:
-                if locked is not None and locked > now:
-                    audit.append(conn, now, f"user:{uid}", "auth.password_change", f"user:{uid}", "refused-locked")
-                    err = AppError(423, self.LOCKED)
-                else:
-                    self.ph.verify(phash, old)
-            except (VerificationError, InvalidHashError):
-                err = self._count_failure(conn, uid, "auth.password_change", f"user:{uid}", "current password is wrong")
+            err = self._check_password(
+                conn, uid, phash, locked, old, "auth.password_change", "current password is wrong"
+            )
             if err is None:
                 self._store_password(conn, sess, new, now)
         if err is not None:
