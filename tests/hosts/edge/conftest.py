@@ -134,7 +134,7 @@ def log_in(web: httpx.Client, user: Clerk) -> str:
     r = web.post("/api/mfa/enrol", headers={"X-CSRF-Token": csrf})
     assert r.status_code == 200, r.text[:200]
     secret = urllib.parse.parse_qs(urllib.parse.urlparse(r.json()["otpauth_uri"]).query)["secret"][0]
-    r = web.post("/api/mfa/enrol/confirm", json={"code": pyotp.TOTP(secret).now()}, headers={"X-CSRF-Token": csrf})
+    r = web.post("/api/mfa/enrol/confirm", json={"code": pyotp.totp.TOTP(secret).now()}, headers={"X-CSRF-Token": csrf})
     assert r.status_code == 200 and len(r.json()["recovery_codes"]) >= 5, r.text[:200]
     csrf = r.json()["csrf_token"]
     r = web.post("/api/training/acknowledge", headers={"X-CSRF-Token": csrf})

@@ -76,7 +76,7 @@ def test_the_first_login_through_the_staff_ui_passes_the_waf_without_a_crs_match
     assert r.headers["location"] == "/mfa/enrol"
     page = _ok(web.get("/mfa/enrol")).text
     secret, csrf = _form_value(page, "totp-secret"), _form_value(page, "csrf_token")
-    _ok(web.post("/mfa/enrol", data={"code": pyotp.TOTP(secret).now(), "csrf_token": csrf}))  # recovery codes
+    _ok(web.post("/mfa/enrol", data={"code": pyotp.totp.TOTP(secret).now(), "csrf_token": csrf}))  # recovery codes
     csrf = _form_value(_ok(web.get("/password")).text, "csrf_token")
     new_password = "It's 7" + secrets.token_urlsafe(9) + "' OR 'x'='x <b>"  # trips the CRS outside password fields
     r = web.post("/password", data={"old_password": user.password, "new_password": new_password, "csrf_token": csrf})

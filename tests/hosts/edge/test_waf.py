@@ -10,8 +10,10 @@ from collections.abc import Callable
 
 import httpx
 import pytest
+import yaml
 from conftest import AuditLog, rule_ids
 
+from billkit.controls import ROOT
 from billkit.lab.openapi_probe import probe_requests
 from infra.topology import HTTP, LAB_PUBLISHED_HTTPS, hosts_of
 
@@ -97,6 +99,7 @@ ATTACKS = {
     "xss-json": ("POST", "/api/customers", {"name": "<img src=x onerror=alert(1)>", "email": "a@b.cd", "address": "x"}),
     "path-traversal-query": ("GET", "/invoices?file=../../../../etc/passwd", None),
     "path-traversal-encoded": ("GET", "/invoices?path=..%2f..%2f..%2f..%2fetc%2fshadow", None),
+    "method-the-api-does-not-use": ("PUT", "/api/users/1/roles/admin", {"role": "admin"}),
 }
 
 
@@ -131,12 +134,18 @@ def test_audit_log_keeps_no_request_headers_or_bodies(web: httpx.Client, audit_l
     assert f"pw-{marker}" not in text and f"ck-{marker}" not in text and test_card not in text
 
 
+# The role's own limits (the lab does not override them).
+ROLE_DEFAULTS = yaml.safe_load((ROOT / "playbooks/roles/waf/defaults/main.yml").read_text())
+
+
 def _wait_until_not_limited(send: Callable[[], httpx.Response], what: str) -> None:
-    """A rate limit recovers by itself, and later checks must not be refused: wait for it."""
+    """A rate limit recovers by itself, and later checks must not be refused: wait for it, then for one
+    more request's worth (the request that got through used the slot it found)."""
     deadline = time.monotonic() + 60
     while send().status_code == 429:
         assert time.monotonic() < deadline, f"the {what} rate limit did not recover within a minute"
         time.sleep(3)
+    time.sleep(60 / ROLE_DEFAULTS[f"waf_{what.replace('-', '_')}_rate_per_minute"])
 
 
 @pytest.mark.control("NET-07", "HRD-03")
@@ -182,6 +191,13 @@ def test_step_up_attempts_are_rate_limited(web: httpx.Client) -> None:
     assert statuses[0] != 429 and 429 in statuses, statuses  # a burst passes, a flood does not
     assert statuses[:3] == [401, 401, 401], statuses  # below the limit the app answers (no session: 401)
     assert {send(i).status_code for i in range(len(step_up))} == {429}  # every step-up operation shares it
+    # The key is the connection's address, and nginx matches the decoded path: neither a forwarded-for
+    # header nor percent-encoding gets a guesser a fresh budget.
+    p = step_up[0]
+    assert web.request(p.method, p.path, headers={**p.headers, "X-Forwarded-For": "198.51.100.7"},
+                       content=p.content).status_code == 429  # fmt: skip
+    encoded = p.path[:-1] + f"%{ord(p.path[-1]):02X}"
+    assert web.request(p.method, encoded, headers=p.headers, content=p.content).status_code == 429, encoded
     assert web.post("/api/cards", json={}).status_code != 429  # other operations are not limited
     assert web.get("/api/users").status_code != 429
     _wait_until_not_limited(lambda: send(0), "step-up")
