@@ -211,17 +211,27 @@ def _write_vars(name: str, body: dict[str, object]) -> bool:
     return True
 
 
-def write_group_vars() -> list[str]:
-    changed = []
-    waf = {
+def waf_vars() -> dict[str, object]:
+    """The waf role's variables: ports from the topology; the methods to allow and the step-up
+    operations to rate-limit from the app's OpenAPI document (a new route is followed by the next `up`)."""
+    from billkit.lab import openapi_probe
+
+    api = openapi_probe.app_openapi()
+    return {
         "waf_https_port": HTTPS,
         "waf_http_port": HTTP,
         "waf_app_port": APP_PORT,
         "waf_app_tls_name": APP_TLS_NAME,
         "waf_tls_src_dir": str(tls_staging()),
         "waf_numeric_hosts_allowed": ["127.0.0.1"],  # the published entry (published_url)
+        "waf_allowed_methods": openapi_probe.allowed_methods(api),
+        "waf_step_up_requests": openapi_probe.step_up_request_patterns(api),
     }
-    if _write_vars("role_waf", waf):
+
+
+def write_group_vars() -> list[str]:
+    changed = []
+    if _write_vars("role_waf", waf_vars()):
         changed.append("group_vars/role_waf.yml")
     ca = "/etc/billing-app/tls/ca.pem"
     db = hosts_of("db")[0].address

@@ -6,11 +6,13 @@ import json
 import secrets
 import ssl
 import subprocess
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import pyotp
 import pytest
 
 from infra.topology import LAB_PUBLISHED_HTTPS
@@ -75,6 +77,16 @@ def rule_ids(entry: dict) -> list[str]:
     return [m.get("details", {}).get("ruleId", "") for m in entry.get("transaction", {}).get("messages", [])]
 
 
+def crs_matches(entries: list[dict]) -> str:
+    """The audit-log entries as "uri: [rule IDs]" (for assertion messages)."""
+    return "; ".join(f"{e.get('transaction', {}).get('request', {}).get('uri', '?')}: {rule_ids(e)}" for e in entries)
+
+
+def answered_by_the_edge(r: httpx.Response) -> bool:
+    """nginx's own error page (the WAF's 403, a rate limit's 429, a body refused with 400 or 413), not the app."""
+    return "<center>nginx</center>" in r.text
+
+
 @dataclass
 class Clerk:
     username: str
@@ -111,3 +123,20 @@ def make_clerk(expired: bool = False) -> Clerk:
 @pytest.fixture(scope="session")
 def clerk(lab_up: None) -> Clerk:
     return make_clerk()
+
+
+def log_in(web: httpx.Client, user: Clerk) -> str:
+    """Log a new member of staff in through the WAF (password, TOTP enrolment, training), as the JSON
+    API's clients do; returns the session's CSRF token (the client keeps the session cookie)."""
+    r = web.post("/api/login", json={"username": user.username, "password": user.password})
+    assert r.status_code == 200 and r.json()["stage"] == "enrol", r.text[:200]
+    csrf = r.json()["csrf_token"]
+    r = web.post("/api/mfa/enrol", headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 200, r.text[:200]
+    secret = urllib.parse.parse_qs(urllib.parse.urlparse(r.json()["otpauth_uri"]).query)["secret"][0]
+    r = web.post("/api/mfa/enrol/confirm", json={"code": pyotp.totp.TOTP(secret).now()}, headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 200 and len(r.json()["recovery_codes"]) >= 5, r.text[:200]
+    csrf = r.json()["csrf_token"]
+    r = web.post("/api/training/acknowledge", headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 200, r.text[:200]
+    return csrf

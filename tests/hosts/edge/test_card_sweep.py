@@ -12,12 +12,10 @@ from __future__ import annotations
 import secrets
 import shlex
 import subprocess
-import urllib.parse
 
 import httpx
-import pyotp
 import pytest
-from conftest import make_clerk
+from conftest import log_in, make_clerk
 
 from billkit.lab.hosts import ssh_command
 from billkit.lab.sweep import TEST_PANS, canary_pan, luhn_ok, sweep
@@ -53,16 +51,7 @@ def test_the_sweep_finds_a_planted_number() -> None:
 
 def _pay_through_the_waf(web: httpx.Client, pan: str) -> str:
     """Log a new clerk in (TOTP enrolment, training), issue an invoice and pay it with ``pan``."""
-    clerk = make_clerk()
-    r = web.post("/api/login", json={"username": clerk.username, "password": clerk.password})
-    assert r.status_code == 200, r.text
-    csrf = r.json()["csrf_token"]
-    uri = web.post("/api/mfa/enrol", headers={"X-CSRF-Token": csrf}).json()["otpauth_uri"]
-    secret = urllib.parse.parse_qs(urllib.parse.urlparse(uri).query)["secret"][0]
-    r = web.post("/api/mfa/enrol/confirm", json={"code": pyotp.TOTP(secret).now()}, headers={"X-CSRF-Token": csrf})
-    assert r.status_code == 200, r.text
-    h = {"X-CSRF-Token": r.json()["csrf_token"]}
-    assert web.post("/api/training/acknowledge", headers=h).status_code == 200
+    h = {"X-CSRF-Token": log_in(web, make_clerk())}
     customer = {"name": "Canary Test", "email": f"canary-{secrets.token_hex(4)}@example.org",
                 "address": "1 Sweep Lane", "tax_id": "XX000"}  # fmt: skip
     cid = web.post("/api/customers", json=customer, headers=h).json()["id"]

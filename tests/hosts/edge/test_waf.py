@@ -6,11 +6,15 @@ import secrets
 import socket
 import ssl
 import time
+from collections.abc import Callable
 
 import httpx
 import pytest
+import yaml
 from conftest import AuditLog, rule_ids
 
+from billkit.controls import ROOT
+from billkit.lab.openapi_probe import probe_requests
 from infra.topology import HTTP, LAB_PUBLISHED_HTTPS, hosts_of
 
 pytestmark = pytest.mark.lab
@@ -95,6 +99,7 @@ ATTACKS = {
     "xss-json": ("POST", "/api/customers", {"name": "<img src=x onerror=alert(1)>", "email": "a@b.cd", "address": "x"}),
     "path-traversal-query": ("GET", "/invoices?file=../../../../etc/passwd", None),
     "path-traversal-encoded": ("GET", "/invoices?path=..%2f..%2f..%2f..%2fetc%2fshadow", None),
+    "method-the-api-does-not-use": ("PUT", "/api/users/1/roles/admin", {"role": "admin"}),
 }
 
 
@@ -129,6 +134,36 @@ def test_audit_log_keeps_no_request_headers_or_bodies(web: httpx.Client, audit_l
     assert f"pw-{marker}" not in text and f"ck-{marker}" not in text and test_card not in text
 
 
+# The role's own limits (the lab does not override them).
+ROLE_DEFAULTS = yaml.safe_load((ROOT / "playbooks/roles/waf/defaults/main.yml").read_text())
+
+
+def _wait_until_not_limited(send: Callable[[], httpx.Response], what: str) -> None:
+    """A rate limit recovers by itself, and later checks must not be refused: wait for it, then for one
+    more request's worth (the request that got through used the slot it found)."""
+    deadline = time.monotonic() + 60
+    while send().status_code == 429:
+        assert time.monotonic() < deadline, f"the {what} rate limit did not recover within a minute"
+        time.sleep(3)
+    time.sleep(60 / ROLE_DEFAULTS[f"waf_{what.replace('-', '_')}_rate_per_minute"])
+
+
+@pytest.mark.control("NET-07", "HRD-03")
+def test_password_changes_are_rate_limited_with_login(web: httpx.Client) -> None:
+    """Guessing the current password through the password change (API and form) counts against the
+    login limit: a flood on either gets 429, and so does a login from the same address right after."""
+    body = {"old_password": "not-the-password", "new_password": "Another-passw0rd-here"}
+    statuses: dict[str, list[int]] = {"/api/password": [], "/password": []}
+    for _ in range(20):
+        statuses["/api/password"].append(web.post("/api/password", json=body).status_code)
+        statuses["/password"].append(web.post("/password", data=body).status_code)
+    assert all(429 in s for s in statuses.values()), statuses
+    assert {401, 303} <= {c for s in statuses.values() for c in s}, statuses  # some reached the app
+    assert web.post("/api/login", json={"username": "x", "password": "x"}).status_code == 429  # one budget
+    assert web.get("/healthz").status_code == 200
+    _wait_until_not_limited(lambda: web.post("/api/login", json={"username": "x", "password": "x"}), "login")
+
+
 @pytest.mark.control("NET-07")
 def test_login_is_rate_limited(web: httpx.Client) -> None:
     user = f"nobody-{secrets.token_hex(4)}"
@@ -137,8 +172,32 @@ def test_login_is_rate_limited(web: httpx.Client) -> None:
     assert 429 in statuses, statuses
     assert statuses[0] != 429  # the first attempts pass: a burst is allowed, a flood is not
     assert web.get("/healthz").status_code == 200  # other paths are not limited
-    # The limit recovers by itself (and later checks that log in are not refused): wait for it.
-    deadline = time.monotonic() + 60
-    while web.post("/api/login", json={"username": user, "password": "x"}).status_code == 429:
-        assert time.monotonic() < deadline, "the login rate limit did not recover within a minute"
-        time.sleep(3)
+    _wait_until_not_limited(lambda: web.post("/api/login", json={"username": user, "password": "x"}), "login")
+
+
+@pytest.mark.control("HRD-03", "NET-07")
+def test_step_up_attempts_are_rate_limited(web: httpx.Client) -> None:
+    """Guessing step-up codes (MFA-04) is slowed at the edge, on every operation that takes one (read
+    from the app's OpenAPI document), per client address: a burst passes, a flood gets 429."""
+    step_up = [p for p in probe_requests(web.get("/openapi.json").json()) if p.operation.step_up]
+    assert {p.line().split(" ")[0] for p in step_up} == {"POST", "DELETE"}, [p.line() for p in step_up]
+
+    def send(i: int) -> httpx.Response:
+        p = step_up[i % len(step_up)]
+        headers = {k: v for k, v in p.headers.items() if k.lower() != "x-step-up-code"}
+        return web.request(p.method, p.path, headers={**headers, "X-Step-Up-Code": f"{i:06d}"}, content=p.content)
+
+    statuses = [send(i).status_code for i in range(30)]
+    assert statuses[0] != 429 and 429 in statuses, statuses  # a burst passes, a flood does not
+    assert statuses[:3] == [401, 401, 401], statuses  # below the limit the app answers (no session: 401)
+    assert {send(i).status_code for i in range(len(step_up))} == {429}  # every step-up operation shares it
+    # The key is the connection's address, and nginx matches the decoded path: neither a forwarded-for
+    # header nor percent-encoding gets a guesser a fresh budget.
+    p = step_up[0]
+    assert web.request(p.method, p.path, headers={**p.headers, "X-Forwarded-For": "198.51.100.7"},
+                       content=p.content).status_code == 429  # fmt: skip
+    encoded = p.path[:-1] + f"%{ord(p.path[-1]):02X}"
+    assert web.request(p.method, encoded, headers=p.headers, content=p.content).status_code == 429, encoded
+    assert web.post("/api/cards", json={}).status_code != 429  # other operations are not limited
+    assert web.get("/api/users").status_code != 429
+    _wait_until_not_limited(lambda: send(0), "step-up")
