@@ -33,7 +33,7 @@ def get_services(request: Request) -> Services:
 
 
 Svc = Annotated[Services, Depends(get_services)]
-StepUpCode = Annotated[str | None, Header(max_length=40, alias="X-Step-Up-Code")]
+StepUpCode = Annotated[str | None, Header(max_length=40)]  # X-Step-Up-Code (the parameter is x_step_up_code)
 
 
 async def check_csrf(request: Request, sess: Session) -> None:
