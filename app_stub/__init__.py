@@ -1,7 +1,7 @@
 """billkit's reference billing app: how billing software uses the kit's controls.
 
 FastAPI + psycopg 3 + Jinja2. Start it with ``uvicorn --factory app_stub.main:create_app``
-and ``BILLKIT_APP_*`` settings (``app_stub.config``); operator commands: ``python -m app_stub``.
+and ``BILLKIT_APP_*`` settings (``app_stub.core.config``); operator commands: ``python -m app_stub``.
 
 What it expects of Vault (OpenBao) — ``app_stub.vault_setup.ensure_vault`` creates it:
 
@@ -16,7 +16,13 @@ What it expects of PostgreSQL: login roles ``billing_app`` (billing, staff, audi
 and ``billing_tokenizer`` (the ``cardvault`` schema only), created by ``app_stub.db.ensure_roles``;
 the schema comes from ``app_stub/migrations`` (``app_stub.db.migrate``, run as the owner).
 
-Modules: config (settings), db (pools, migrator), crypto (transit, envelope encryption),
-tokenization (card vault), gateway (payment adapter, fake gateway), rbac (roles), audit
-(hash-chained log), service (the core), web (API and UI), rewrap (forced rewrap).
+- transit key ``audit-head`` (ed25519): the app signs the audit chain's head; auditors read its
+  public key.
+
+Layout: ``main`` (the app factory and its table of contents, ``include_routers``), ``api``
+(``deps``, ``schemas``, ``handlers``, ``routes/<resource>``), ``services/<domain>`` (the business
+rules), ``ui`` (the staff pages), ``core.config`` (settings); beside them ``db`` (pools, migrator),
+``crypto`` (transit, envelope encryption), ``tokenization`` (card validation and tokens),
+``gateway`` (payment adapter, fake gateway), ``rbac`` (roles), ``audit`` (the hash-chained log),
+``rewrap`` (forced rewrap).
 """

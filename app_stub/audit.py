@@ -57,7 +57,7 @@ from app_stub import vault_setup as vs
 if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
 
-    from app_stub.config import Settings
+    from app_stub.core.config import Settings
     from app_stub.crypto import Transit
 
 GENESIS = "0" * 64

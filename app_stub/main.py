@@ -16,7 +16,7 @@ from app_stub import audit, db
 from app_stub.api import handlers
 from app_stub.api.routes import audit as audit_routes
 from app_stub.api.routes import auth, cards, customers, gdpr, invoices, ops, payments, staff
-from app_stub.config import Settings, SettingsError
+from app_stub.core.config import Settings, SettingsError
 from app_stub.crypto import Transit
 from app_stub.gateway import FakeGateway, PaymentGateway
 from app_stub.services import Services

@@ -26,7 +26,7 @@ from psycopg import sql  # noqa: E402
 
 from app_stub import db  # noqa: E402
 from app_stub import vault_setup as vs  # noqa: E402
-from app_stub.config import Settings  # noqa: E402
+from app_stub.core.config import Settings  # noqa: E402
 from app_stub.crypto import Transit  # noqa: E402
 from app_stub.gateway import FakeGateway  # noqa: E402
 from app_stub.main import build_services  # noqa: E402

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Header, Request, Response
 from fastapi.routing import APIRoute
 
-from app_stub.config import Settings
+from app_stub.core.config import Settings
 from app_stub.rbac import Perm
 from app_stub.services import AppError, Services, Session, Staff
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from psycopg_pool import ConnectionPool
 
-from app_stub.config import Settings
+from app_stub.core.config import Settings
 from app_stub.crypto import Transit
 from app_stub.gateway import PaymentGateway
 from app_stub.services.audit import AuditService

@@ -17,7 +17,7 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from app_stub import audit, rbac
-from app_stub.config import Settings
+from app_stub.core.config import Settings
 from app_stub.crypto import PersonalDataCipher, Transit
 from app_stub.gateway import PaymentGateway
 

@@ -12,7 +12,7 @@ import psycopg
 from argon2 import PasswordHasher
 
 from app_stub import audit, rbac
-from app_stub.config import Settings
+from app_stub.core.config import Settings
 from app_stub.services.base import AppError, Context, Service, Staff, bad
 
 if TYPE_CHECKING:

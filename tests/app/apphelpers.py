@@ -20,7 +20,7 @@ from psycopg import sql
 
 from app_stub import db
 from app_stub import vault_setup as vs
-from app_stub.config import Settings
+from app_stub.core.config import Settings
 from app_stub.gateway import FakeGateway
 from app_stub.main import create_app
 from app_stub.services import Services as AppServices

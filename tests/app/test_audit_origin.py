@@ -137,7 +137,7 @@ def test_records_carry_the_client_address_and_request_id_and_spoofing_fails(edge
 
 @pytest.mark.control("LOG-07")
 def test_the_trusted_proxy_setting_is_validated() -> None:
-    from app_stub.config import Settings, SettingsError
+    from app_stub.core.config import Settings, SettingsError
 
     base = {"environment": "development", "database_url": "postgresql://a", "tokenizer_database_url": "postgresql://b"}
     Settings(**base, trusted_proxies="10.77.10.11, 10.77.11.0/24").validate()  # type: ignore[arg-type]

@@ -7,7 +7,7 @@ import pytest
 from apphelpers import PASSWORD, Env, StaffClient
 from fastapi.testclient import TestClient
 
-from app_stub.config import DEV_SECRET, Settings, SettingsError
+from app_stub.core.config import DEV_SECRET, Settings, SettingsError
 
 
 def audit_actions(env: Env) -> list[tuple[str, str, str]]:

@@ -16,7 +16,7 @@ from psycopg import sql
 
 from app_stub import db
 from app_stub import vault_setup as vs
-from app_stub.config import SettingsError
+from app_stub.core.config import SettingsError
 from app_stub.gateway import FakeGateway
 from app_stub.main import create_app
 from billkit.vault.configure import REVOCATION, creation_statements

@@ -48,7 +48,7 @@ APP_TLS_NAME = f"app.{DOMAIN}"
 # What the app imports (app_stub): pinned to the lock file's versions when the wheelhouse is built.
 APP_REQUIREMENTS = (
     "fastapi", "uvicorn", "psycopg[binary,pool]", "hvac", "jinja2", "python-multipart", "argon2-cffi",
-    "pyotp", "cryptography", "httpx", "pydantic",
+    "pyotp", "cryptography", "httpx", "pydantic", "babel", "segno",
 )  # fmt: skip
 APP_DIST = "billkit-app"
 WRAP_TTL = "10m"

@@ -101,7 +101,7 @@ def make_clerk(expired: bool = False) -> Clerk:
     import psycopg
     from argon2 import PasswordHasher
 
-    from app_stub.config import Settings
+    from app_stub.core.config import Settings
     from billkit.lab import app
 
     s = Settings()

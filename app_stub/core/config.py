@@ -162,5 +162,5 @@ class Settings:
                 problems.append("the Vault URL must be https://")
         if problems:
             raise SettingsError(
-                f"refusing to start in {self.environment}: " + "; ".join(problems) + " (see app_stub/config.py)"
+                f"refusing to start in {self.environment}: " + "; ".join(problems) + " (see app_stub/core/config.py)"
             )

@@ -1,0 +1,1 @@
+"""What the whole app shares and nothing else depends on: its settings (``core.config``)."""
