@@ -12,10 +12,10 @@ class AuditService(Service):
     def audit_events(self, staff: Staff, limit: int = 200) -> list[dict[str, Any]]:
         with self.tx() as conn:
             rows = conn.execute(
-                "SELECT seq, at, actor, action, target, outcome, detail, hash FROM audit.events ORDER BY seq DESC "
-                "LIMIT %s",
+                "SELECT seq, at, actor, action, target, outcome, detail, origin, hash FROM audit.events "
+                "ORDER BY seq DESC LIMIT %s",
                 (limit,),
             ).fetchall()
             audit.append(conn, self.now(), staff.actor, "audit.read", "audit", count=len(rows))
-        keys = ("seq", "at", "actor", "action", "target", "outcome", "detail", "hash")
+        keys = ("seq", "at", "actor", "action", "target", "outcome", "detail", "origin", "hash")
         return [dict(zip(keys, r, strict=True)) for r in rows]

@@ -143,3 +143,16 @@ def test_the_trusted_proxy_setting_is_validated() -> None:
     Settings(**base, trusted_proxies="10.77.10.11, 10.77.11.0/24").validate()  # type: ignore[arg-type]
     with pytest.raises(SettingsError, match="TRUSTED_PROXIES"):
         Settings(**base, trusted_proxies="edge-1").validate()  # type: ignore[arg-type]
+
+
+@pytest.mark.control("LOG-07")
+def test_auditors_see_each_records_client_and_request(env: Env) -> None:
+    """PCI DSS 10.2.2: the origin recorded with an event is shown where the log is reviewed (API and page)."""
+    auditor = env.staff("reviewer", "auditor")
+    r = _client(env, "192.0.2.7").post("/api/login", json={"username": "reviewer", "password": "Wrong-password-123"})
+    assert r.status_code == 401
+    events = auditor.get("/api/audit").json()
+    failed = next(e for e in events if e["action"] == "auth.login" and e["outcome"] == "failure")
+    assert failed["origin"]["ip"] == "192.0.2.7" and failed["origin"]["request_id"]
+    page = auditor.get("/audit").text
+    assert "<td>192.0.2.7</td>" in page and failed["origin"]["request_id"] in page

@@ -175,7 +175,7 @@ def test_login_is_rate_limited(web: httpx.Client) -> None:
     _wait_until_not_limited(lambda: web.post("/api/login", json={"username": user, "password": "x"}), "login")
 
 
-@pytest.mark.control("HRD-03", "NET-07")
+@pytest.mark.control("MFA-04", "HRD-03", "NET-07")
 def test_step_up_attempts_are_rate_limited(web: httpx.Client) -> None:
     """Guessing step-up codes (MFA-04) is slowed at the edge, on every operation that takes one (read
     from the app's OpenAPI document), per client address: a burst passes, a flood gets 429."""
