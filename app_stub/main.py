@@ -14,6 +14,7 @@ from fastapi import FastAPI
 
 from app_stub import audit, db
 from app_stub.api import handlers
+from app_stub.api.retry import DatabaseRestartRetry
 from app_stub.api.routes import audit as audit_routes
 from app_stub.api.routes import auth, cards, customers, gdpr, invoices, ops, payments, staff
 from app_stub.core.config import Settings, SettingsError
@@ -87,6 +88,7 @@ def create_app(settings: Settings | None = None, gateway: PaymentGateway | None 
     services.ctx.heads.start()
     handlers.install(app)
     include_routers(app)
+    app.add_middleware(DatabaseRestartRetry)  # last added, so outermost: before Starlette's 500 page
     return app
 
 

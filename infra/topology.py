@@ -13,7 +13,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Literal
 
-Protocol = Literal["tcp", "udp"]
+Protocol = Literal["tcp", "udp", "vrrp"]
 Realm = Literal["aws", "lab"]
 BOTH: frozenset[Realm] = frozenset({"aws", "lab"})
 LAB_ONLY: frozenset[Realm] = frozenset({"lab"})
@@ -76,7 +76,7 @@ TIERS: tuple[Tier, ...] = (
 )
 
 ROLES: tuple[Role, ...] = (
-    Role("waf", "edge", "nginx + ModSecurity CRS in front of the app", ("edge-1",), "ALB + WAFv2 web ACL"),
+    Role("waf", "edge", "nginx + ModSecurity CRS in front of the app", ("edge-1", "edge-2"), "ALB + WAFv2 web ACL"),
     Role("app", "app", "the billing app", ("app-1", "app-2"), "EC2 instances"),
     Role("vault", "data", "OpenBao cluster (raft)", ("vault-1", "vault-2", "vault-3"), "EC2 instances"),
     Role("db", "data", "PostgreSQL 15", ("db-1",), "RDS PostgreSQL"),
@@ -92,12 +92,17 @@ VAULT_CLUSTER = 8201
 POSTGRES = 5432
 SSH = 22
 APT_PROXY = 3142
-# The machine's loopback port that the lab publishes for users (to edge-1:443).
+# VRRP is an IP protocol of its own (112): no port. Flows with it are matched by protocol alone.
+VRRP_NO_PORT = 0
+# The machine's loopback port that the lab publishes for users (to the edge's floating address, port 443).
 LAB_PUBLISHED_HTTPS = 9443
 
 FLOWS: tuple[Flow, ...] = (
     Flow(INTERNET, "waf", HTTPS, "tcp", "users reach the app over HTTPS", ("ENC-01", "NET-06")),
     Flow(INTERNET, "waf", HTTP, "tcp", "plain HTTP, only to redirect to HTTPS", ("ENC-04",)),
+    # The lab's two edge hosts hold one floating address between them (keepalived); in AWS the ALB is managed.
+    Flow("waf", "waf", VRRP_NO_PORT, "vrrp", "edge hosts elect the holder of the floating address", ("NET-06", "PAT-04"),
+         LAB_ONLY),  # fmt: skip
     Flow("waf", "app", APP_PORT, "tcp", "WAF proxies to the app over TLS", ("ENC-01", "NET-02")),
     Flow("app", "vault", VAULT_API, "tcp", "app uses transit and AppRole over TLS", ("ENC-03", "RBAC-08")),
     Flow("app", "db", POSTGRES, "tcp", "app queries the database over TLS", ("ENC-02", "RBAC-05")),
@@ -192,6 +197,11 @@ def lab_gateway(tier_name: str) -> str:
     return str(next(ipaddress.ip_network(tier(tier_name).lab_cidr).hosts()))
 
 
+def lab_floating_address(role_name: str) -> str:
+    """The address a role's hosts share (keepalived moves it): .10 of the role's tier, below its hosts."""
+    return str(ipaddress.ip_network(tier(role(role_name).tier).lab_cidr).network_address + 10)
+
+
 def lab_hosts() -> tuple[LabHost, ...]:
     """Every lab host with its address: .11, .12, … in its tier, in role order."""
     out: list[LabHost] = []
@@ -231,8 +241,11 @@ class Probe:
 
 
 def topology_ports() -> tuple[tuple[int, Protocol], ...]:
-    """Every (port, protocol) the topology mentions, sorted."""
-    return tuple(sorted({(f.port, f.protocol) for f in FLOWS}))
+    """Every (port, protocol) the topology mentions that a connection can probe, sorted.
+
+    VRRP has no port to connect to: the edge failover checks prove that flow.
+    """
+    return tuple(sorted({(f.port, f.protocol) for f in FLOWS if f.protocol != "vrrp"}))
 
 
 def segmentation_matrix() -> tuple[Probe, ...]:

@@ -39,12 +39,24 @@ import yaml
 from billkit.controls import ROOT
 from billkit.lab.state import LAB_DIR
 from billkit.vault.server import DOMAIN
-from infra.topology import APP_PORT, HTTP, HTTPS, LAB_PUBLISHED_HTTPS, POSTGRES, VAULT_API, LabHost, hosts_of
+from infra.topology import (
+    APP_PORT,
+    HTTP,
+    HTTPS,
+    LAB_PUBLISHED_HTTPS,
+    POSTGRES,
+    VAULT_API,
+    LabHost,
+    hosts_of,
+    lab_floating_address,
+)
 
 Progress = Callable[[str], None]
 
 # The name every app host's certificate carries besides its own: what the WAF verifies upstream.
 APP_TLS_NAME = f"app.{DOMAIN}"
+# The name both edge hosts answer to (with the floating address they share): a client sees one edge.
+EDGE_TLS_NAME = f"edge.{DOMAIN}"
 # What the app imports (app_stub): pinned to the lock file's versions when the wheelhouse is built.
 APP_REQUIREMENTS = (
     "fastapi", "uvicorn", "psycopg[binary,pool]", "hvac", "jinja2", "python-multipart", "argon2-cffi",
@@ -109,11 +121,13 @@ class CertSpec:
 
 
 def cert_specs() -> tuple[CertSpec, ...]:
-    """edge-1 answers on its own names and on the machine's published loopback port; app hosts
-    also carry the shared app name the WAF verifies."""
+    """Each edge host answers on its own names, the edge's shared name and floating address, and the
+    machine's published loopback port; app hosts also carry the shared app name the WAF verifies."""
+    vip = lab_floating_address("waf")
     out = [
-        CertSpec(h.name, (h.name, f"{h.name}.{DOMAIN}"), (h.address, "127.0.0.1")) for h in hosts_of("waf")
-    ]  # fmt: skip
+        CertSpec(h.name, (h.name, f"{h.name}.{DOMAIN}", EDGE_TLS_NAME), (h.address, vip, "127.0.0.1"))
+        for h in hosts_of("waf")
+    ]
     out += [CertSpec(h.name, (h.name, f"{h.name}.{DOMAIN}", APP_TLS_NAME), (h.address,)) for h in hosts_of("app")]
     return tuple(out)
 
@@ -224,6 +238,9 @@ def waf_vars() -> dict[str, object]:
         "waf_app_tls_name": APP_TLS_NAME,
         "waf_tls_src_dir": str(tls_staging()),
         "waf_numeric_hosts_allowed": ["127.0.0.1"],  # the published entry (published_url)
+        # The published port forwards to this address; keepalived keeps it on one healthy edge host.
+        "waf_floating_address": lab_floating_address("waf"),
+        "waf_vrrp_interface": "host0",
         "waf_allowed_methods": openapi_probe.allowed_methods(api),
         "waf_step_up_requests": openapi_probe.step_up_request_patterns(api),
     }

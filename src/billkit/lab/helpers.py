@@ -3,7 +3,7 @@
 - ``apt-proxy``: apt-cacher-ng bound to the machine's address on every lab bridge, the only
   path from any host to the Debian mirror (its cache lives in ``.lab/apt-proxy``).
 - ``publish``: a TCP forwarder from the machine's loopback port ``LAB_PUBLISHED_HTTPS`` to the
-  WAF host's HTTPS port: the only way in to the lab for users.
+  edge's floating address (held by one WAF host at a time), port HTTPS: the only way in for users.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ import time
 
 from billkit.lab.base import security_mirror
 from billkit.lab.net import bridges
-from billkit.lab.procs import StepError, is_ours, stop_pid
+from billkit.lab.procs import StepError, cmdline, is_ours, stop_pid
 from billkit.lab.state import LOG_DIR, PROXY_DIR, LabState
 from billkit.system import debian_mirror
-from infra.topology import APT_PROXY, HTTPS, LAB_PUBLISHED_HTTPS, hosts_of
+from infra.topology import APT_PROXY, HTTPS, LAB_PUBLISHED_HTTPS, lab_floating_address
 
 PROXY_USER = "apt-cacher-ng"
 
@@ -109,10 +109,13 @@ def ensure_proxy(state: LabState) -> None:
 
 
 def ensure_publish(state: LabState) -> None:
-    if is_ours(state.helpers.get("publish"), _marker("publish")):
-        return
+    edge = lab_floating_address("waf")  # whichever edge host holds it (keepalived)
+    pid = state.helpers.get("publish")
+    if is_ours(pid, _marker("publish")):
+        if edge in cmdline(pid or 0):
+            return
+        stop_pid(pid or 0, _marker("publish"), timeout=5)  # a forwarder of an older topology
     LOG_DIR.mkdir(parents=True, exist_ok=True)
-    edge = hosts_of("waf")[0].address
     with open(LOG_DIR / "publish.log", "ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "billkit.lab.forward", "127.0.0.1", str(LAB_PUBLISHED_HTTPS), edge, str(HTTPS)],

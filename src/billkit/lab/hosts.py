@@ -129,8 +129,20 @@ def destroy_disk(name: str) -> None:
     shutil.rmtree(host_dir(name), ignore_errors=True)
 
 
+# systemd-nspawn exits with 133 when the container reboots (systemd's own nspawn unit restarts it on
+# that status); this machine has no systemd, so a small shell loop does: a reboot of a lab host is a
+# restart of its container. SIGTERM (`billkit down`) is passed on, and ends the loop.
+REBOOT_STATUS = 133
+SUPERVISOR = (
+    'trap \'kill -TERM "$child" 2>/dev/null; wait "$child"; exit 0\' TERM INT; '
+    'while :; do "$@" & child=$!; wait "$child"; rc=$?; '
+    f'[ "$rc" -eq {REBOOT_STATUS} ] || exit "$rc"; done'
+)
+
+
 def nspawn_command(h: LabHost) -> list[str]:
     return [
+        "sh", "-c", SUPERVISOR, f"billkit-host-{h.name}",
         "systemd-nspawn", "--quiet", "--keep-unit", "--register=no", "--boot",
         f"--directory={merged(h.name)}", f"--machine={h.name}", f"--network-bridge={bridge_name(h.tier)}",
         "--resolv-conf=off", "--timezone=off", "--link-journal=no", "--console=passive",

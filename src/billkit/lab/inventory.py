@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from billkit.lab.net import proto_match
 from billkit.lab.state import ADMIN_USER, INVENTORY, KNOWN_HOSTS, SSH_DIR, SSH_GROUP, SSH_KEY
 from infra.topology import (
     GATEWAY,
@@ -43,7 +44,8 @@ def inbound_flows(h: LabHost) -> list[dict[str, Any]]:
             sources = [o.address for o in hosts_of(f.src) if o.name != h.name]
         if not sources:
             continue
-        out.append({"port": f.port, "protocol": f.protocol, "sources": sources, "purpose": f.purpose,
+        out.append({"port": f.port, "protocol": f.protocol, "match": proto_match(f.protocol, f.port),
+                    "sources": sources, "purpose": f.purpose,
                     "controls": list(f.controls), "from": f.src})  # fmt: skip
     return out
 
@@ -97,7 +99,8 @@ def ec2_inbound_flows(role_name: str, vpc_cidr: str = VPC_CIDR_DEFAULT, az_count
         if f.src in (OPERATOR, GATEWAY):
             continue  # administration goes through SSM in AWS: no inbound port
         sources = ["0.0.0.0/0"] if f.src == INTERNET else list(subnets[role(f.src).tier])
-        out.append({"port": f.port, "protocol": f.protocol, "sources": sources, "purpose": f.purpose,
+        out.append({"port": f.port, "protocol": f.protocol, "match": proto_match(f.protocol, f.port),
+                    "sources": sources, "purpose": f.purpose,
                     "controls": list(f.controls), "from": f.src})  # fmt: skip
     return out
 

@@ -46,6 +46,11 @@ def _comment(f: Flow) -> str:
     return f'comment "{f.src}->{f.dst} {f.protocol}/{f.port} {" ".join(f.controls)}"'
 
 
+def proto_match(protocol: str, port: int) -> str:
+    """The nft match of a flow's protocol and port (VRRP has no port: matched by protocol alone)."""
+    return "ip protocol vrrp" if protocol == "vrrp" else f"{protocol} dport {port}"
+
+
 def forward_rules() -> list[str]:
     """One accept rule per lab flow between hosts of the topology (roles on both ends)."""
     rules = []
@@ -53,7 +58,7 @@ def forward_rules() -> list[str]:
         if f.src in (INTERNET, OPERATOR, GATEWAY) or f.dst in (INTERNET, OPERATOR, GATEWAY):
             continue
         rules.append(
-            f"ip saddr {_addrs(f.src)} ip daddr {_addrs(f.dst)} {f.protocol} dport {f.port} accept {_comment(f)}"
+            f"ip saddr {_addrs(f.src)} ip daddr {_addrs(f.dst)} {proto_match(f.protocol, f.port)} accept {_comment(f)}"
         )
     return rules
 
@@ -65,7 +70,9 @@ def gateway_rules() -> list[str]:
         if f.dst != GATEWAY:
             continue
         for h in hosts_of(f.src):
-            rules.append(f"ip saddr {h.address} ip daddr {h.gateway} {f.protocol} dport {f.port} accept {_comment(f)}")
+            rules.append(
+                f"ip saddr {h.address} ip daddr {h.gateway} {proto_match(f.protocol, f.port)} accept {_comment(f)}"
+            )
     return rules
 
 
