@@ -101,8 +101,15 @@ FLOWS: tuple[Flow, ...] = (
     Flow(INTERNET, "waf", HTTPS, "tcp", "users reach the app over HTTPS", ("ENC-01", "NET-06")),
     Flow(INTERNET, "waf", HTTP, "tcp", "plain HTTP, only to redirect to HTTPS", ("ENC-04",)),
     # The lab's two edge hosts hold one floating address between them (keepalived); in AWS the ALB is managed.
-    Flow("waf", "waf", VRRP_NO_PORT, "vrrp", "edge hosts elect the holder of the floating address", ("NET-06", "PAT-04"),
-         LAB_ONLY),  # fmt: skip
+    Flow(
+        "waf",
+        "waf",
+        VRRP_NO_PORT,
+        "vrrp",
+        "edge hosts elect the holder of the floating address",
+        ("NET-06", "PAT-04"),
+        LAB_ONLY,
+    ),  # fmt: skip
     Flow("waf", "app", APP_PORT, "tcp", "WAF proxies to the app over TLS", ("ENC-01", "NET-02")),
     Flow("app", "vault", VAULT_API, "tcp", "app uses transit and AppRole over TLS", ("ENC-03", "RBAC-08")),
     Flow("app", "db", POSTGRES, "tcp", "app queries the database over TLS", ("ENC-02", "RBAC-05")),

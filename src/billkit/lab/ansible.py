@@ -62,11 +62,16 @@ def ansible_env() -> dict[str, str]:
     )
 
 
-def run_playbook(playbook: str, *, on_task=None, limit: str | None = None) -> Recap:
-    """Run playbooks/<playbook> against the lab's inventory; raise StepError on failure."""
+def run_playbook(playbook: str, *, on_task=None, limit: str | None = None, on_line=None,
+                 inventory: Path | None = None, extra: tuple[str, ...] = ()) -> Recap:  # fmt: skip
+    """Run playbooks/<playbook> against the lab's inventory (or another); raise StepError on failure.
+
+    ``on_task`` gets each task's name; ``on_line`` every output line; ``extra`` more ansible-playbook arguments.
+    """
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     log_path = LOG_DIR / f"ansible-{Path(playbook).stem}.log"
-    cmd = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(INVENTORY), str(PLAYBOOKS / playbook)]
+    cmd = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory or INVENTORY),
+           str(PLAYBOOKS / playbook), *extra]  # fmt: skip
     if limit:
         cmd += ["--limit", limit]
     lines: list[str] = []
@@ -77,6 +82,8 @@ def run_playbook(playbook: str, *, on_task=None, limit: str | None = None) -> Re
         for line in proc.stdout or ():
             log.write(line)
             lines.append(line.rstrip("\n"))
+            if on_line:
+                on_line(line.rstrip("\n"))
             if on_task and line.startswith("TASK ["):
                 on_task(line[6:].split("]", 1)[0])
         rc = proc.wait()

@@ -29,7 +29,7 @@ import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -452,14 +452,15 @@ def _start_with_fresh_secret_ids(c: hvac.Client, h: LabHost, why: str, progress:
     _health(h)
 
 
-def deliver(progress: Progress = _quiet, force: bool = False) -> list[str]:
+def deliver(progress: Progress = _quiet, force: bool = False, only: Sequence[str] | None = None) -> list[str]:
     """Give each app host that needs it two new response-wrapped secret IDs and (re)start its service.
 
     The wrapping tokens travel over SSH on standard input (never on a command line: sudo logs those),
     land root-only in the credentials folder, are handed to the unit by LoadCredential= and removed
     once the app has started: the app unwrapped them (single use), so a copy is worthless.
     """
-    targets = {h.name: why for h in hosts_of("app") if (why := "forced" if force else needs_delivery(h))}
+    chosen = [h for h in hosts_of("app") if only is None or h.name in only]
+    targets = {h.name: why for h in chosen if (why := "forced" if force else needs_delivery(h))}
     if not targets:
         return []
     changed = []

@@ -47,8 +47,9 @@ def _comment(f: Flow) -> str:
 
 
 def proto_match(protocol: str, port: int) -> str:
-    """The nft match of a flow's protocol and port (VRRP has no port: matched by protocol alone)."""
-    return "ip protocol vrrp" if protocol == "vrrp" else f"{protocol} dport {port}"
+    """The nft match of a flow's protocol and port. VRRP has no port; its number (112) is written out
+    because minimal hosts have no /etc/protocols to resolve the name."""
+    return "ip protocol 112" if protocol == "vrrp" else f"{protocol} dport {port}"
 
 
 def forward_rules() -> list[str]:
