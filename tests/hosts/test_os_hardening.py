@@ -156,13 +156,22 @@ def test_insecure_package_absent(host, package):
 
 
 @pytest.mark.control("PAT-01")
-def test_unattended_security_upgrades(host):
+def test_security_updates_fetched_daily(host):
     periodic = host.file("/etc/apt/apt.conf.d/20auto-upgrades").content_string
-    assert 'Unattended-Upgrade "1"' in periodic and 'Update-Package-Lists "1"' in periodic
+    assert 'Update-Package-Lists "1"' in periodic and 'Download-Upgradeable-Packages "1"' in periodic
     assert "Debian-Security" in host.file("/etc/apt/apt.conf.d/52billkit-unattended-upgrades").content_string
     assert host.package("unattended-upgrades").is_installed
     for timer in ("apt-daily.timer", "apt-daily-upgrade.timer"):
         assert host.service(timer).is_enabled
+
+
+@pytest.mark.control("PAT-08")
+def test_unattended_upgrades_only_download(host):
+    """No host installs (and restarts services) on its own timer: the rolling run does, one host at a time."""
+    periodic = host.file("/etc/apt/apt.conf.d/20auto-upgrades").content_string
+    assert 'Unattended-Upgrade "0"' in periodic and 'Download-Upgradeable-Packages "1"' in periodic
+    out = host.run("apt-config dump APT::Periodic::Unattended-Upgrade")
+    assert out.rc == 0 and '"0"' in out.stdout, out.stdout  # what apt itself reads, after every conf file
 
 
 @pytest.mark.control("PAT-01", "NET-01")

@@ -148,6 +148,7 @@ def host_record(raw: dict[str, Any]) -> dict[str, Any]:
     return {
         "host": raw["host"],
         "role": raw.get("kind"),
+        "started": dt.datetime.fromtimestamp(start, dt.UTC).isoformat(timespec="seconds") if start else None,
         "duration_s": round(end - start, 1) if start and end else None,
         "phases_s": {k: round(v - start, 1) for k, v in phases.items() if start},
         "boot_id_before": (before or {}).get("boot_id"),
@@ -201,8 +202,7 @@ def rollout(*, hosts: list[str] | None, security_only: bool, under_load: bool, i
             variables.unlink(missing_ok=True)  # it holds the step-down token
         load = loop.stop() if loop else None
     records = [host_record(json.loads(p.read_text())) for p in sorted(work.glob("*.json"))]
-    order = {n: i for i, n in enumerate(names)}
-    records.sort(key=lambda r: (r["duration_s"] is None, order.get(r["host"], 99)))
+    records.sort(key=lambda r: r["started"] or "")  # the order the rollout took
     failed = next((r for r in records if not r["health"]["ok"]), None)
     if code and failed:
         message = f"{failed['host']}: {failed['health']['detail']}. " + (
