@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
@@ -24,6 +25,7 @@ err = Console(stderr=True)
 
 ISSUE_LAB = "The local lab: systemd-nspawn hosts on tier networks, hardened by Ansible, verified by testinfra"
 ISSUE_PLAN = "The AWS stack in Pulumi, its CrossGuard policy pack, and an offline `billkit plan`"
+ISSUE_PATCH = "CI applies patches: `billkit patch`, rolling security patching with zero failed requests"
 
 
 def not_implemented(issue_title: str) -> NoReturn:
@@ -34,6 +36,12 @@ def not_implemented(issue_title: str) -> NoReturn:
 class OutputFormat(StrEnum):
     table = "table"
     json = "json"
+
+
+class PatchFormat(StrEnum):
+    table = "table"
+    json = "json"
+    junit = "junit"
 
 
 @app.command()
@@ -247,6 +255,48 @@ def restore_test() -> None:
     from billkit.lab.backups import cmd_restore_test
 
     raise typer.Exit(cmd_restore_test())
+
+
+@app.command()
+def patch(
+    check: Annotated[
+        bool,
+        typer.Option("--check", help="Only report (read only): pending updates, their age, reboots and restarts."),
+    ] = False,
+    output: Annotated[PatchFormat, typer.Option("--format", help="--check output format.")] = PatchFormat.table,
+    max_age_days: Annotated[
+        int, typer.Option(help="--check fails (exit 1) when a security update is older than this many days.")
+    ] = 30,
+    inventory: Annotated[
+        Path | None, typer.Option(help="Ansible inventory (default: the lab's; any EC2 inventory works).")
+    ] = None,
+    hosts: Annotated[str | None, typer.Option(help="Only these hosts, comma-separated (default: all).")] = None,
+    security_only: Annotated[
+        bool, typer.Option("--security-only/--all", help="Security updates only, or every pending update.")
+    ] = True,
+    under_load: Annotated[
+        bool, typer.Option("--under-load", help="Send requests through the WAF during the rollout and count failures.")
+    ] = False,
+) -> None:
+    """Patch the hosts one at a time (drained, restarted or rebooted, health-checked), recording evidence;
+    with --check, report pending updates and fail when a security update is older than the limit (PAT-05).
+
+    --check exits 0 when the gate passes, 1 when it fails, 2 when a host could not be read.
+    """
+    host_list = [h.strip() for h in hosts.split(",") if h.strip()] if hosts else None
+    if check:
+        from billkit.patching.report import cmd_check
+
+        raise typer.Exit(cmd_check(inventory=inventory, hosts=host_list, output=output.value,
+                                   max_age_days=max_age_days, security_only=security_only, console=console,
+                                   err=err))  # fmt: skip
+    from billkit.patching.rollout import rollout
+
+    try:
+        rc = rollout(hosts=host_list, security_only=security_only, under_load=under_load, inventory=inventory)
+    except NotImplementedError:
+        not_implemented(ISSUE_PATCH)
+    raise typer.Exit(rc or 0)
 
 
 def main() -> None:  # pragma: no cover - exercised through ./billkit

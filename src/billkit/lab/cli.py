@@ -142,4 +142,7 @@ def cmd_verify() -> int:
         for (control, item, reason), hs in sorted(grouped.items()):
             table.add_row(control, ", ".join(sorted(hs)), item, reason)
         console.print(table)
+    from billkit.patching.report import verify_section
+
+    verify_section(EVIDENCE_DIR, console, err)  # the latest patch run (PAT-07) and the PAT-05 gate now
     return rc
