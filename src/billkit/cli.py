@@ -6,7 +6,7 @@ import json
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -22,16 +22,6 @@ app = typer.Typer(
 )
 console = Console()
 err = Console(stderr=True)
-
-ISSUE_LAB = "The local lab: systemd-nspawn hosts on tier networks, hardened by Ansible, verified by testinfra"
-ISSUE_PLAN = "The AWS stack in Pulumi, its CrossGuard policy pack, and an offline `billkit plan`"
-ISSUE_PATCH = "CI applies patches: `billkit patch`, rolling security patching with zero failed requests"
-
-
-def not_implemented(issue_title: str) -> NoReturn:
-    err.print(f"not implemented yet: {issue_title}", markup=False, highlight=False)
-    raise typer.Exit(2)
-
 
 class OutputFormat(StrEnum):
     table = "table"
@@ -290,13 +280,15 @@ def patch(
         raise typer.Exit(cmd_check(inventory=inventory, hosts=host_list, output=output.value,
                                    max_age_days=max_age_days, security_only=security_only, console=console,
                                    err=err))  # fmt: skip
+    from billkit.lab.procs import StepError
     from billkit.patching.rollout import rollout
 
     try:
         rc = rollout(hosts=host_list, security_only=security_only, under_load=under_load, inventory=inventory)
-    except NotImplementedError:
-        not_implemented(ISSUE_PATCH)
-    raise typer.Exit(rc or 0)
+    except StepError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    raise typer.Exit(rc)
 
 
 def main() -> None:  # pragma: no cover - exercised through ./billkit

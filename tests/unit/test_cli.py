@@ -56,15 +56,3 @@ def test_the_bootstrap_script_runs_the_cli() -> None:
                           capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert {r["id"] for r in json.loads(proc.stdout)} == {"EDU-01", "EDU-02"}
-
-
-def test_work_of_an_open_issue_says_so_and_exits_2_never_pretends() -> None:
-    import typer
-
-    from billkit.cli import not_implemented
-
-    stub = typer.Typer()
-    stub.command()(lambda: not_implemented("Some open issue"))
-    result = runner.invoke(stub, [])
-    assert result.exit_code == 2
-    assert "not implemented yet: Some open issue" in result.output
