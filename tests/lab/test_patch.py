@@ -16,7 +16,6 @@ import json
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +85,7 @@ class VaultWriter:
                     c.write(f"cubbyhole/{key}", value=key)
                     self.acked.append(key)
                     break
-                except Exception:  # noqa: BLE001 - a node restarting or sealed: try the next one
+                except Exception:  # noqa: BLE001, S112 - a node restarting or sealed: try the next one
                     continue
             else:
                 self.refused += 1
@@ -118,8 +117,8 @@ def drill() -> dict[str, Any]:
     seen: dict[str, Any] = {"before": _status()}
     assert sum(_security_pending(s) for s in seen["before"].values()) > 0, "the drill needs pending updates"
     # 1. a patch that breaks the store: it will not start again once patched
-    proc = run_on_hosts([FIRST], ["sudo", "sh", "-c", f"mkdir -p {Path(BREAK).parent} && "
-                                  f"printf '[Service]\\nExecStartPre=/bin/false\\n' > {BREAK} && systemctl daemon-reload"])
+    broken = f"mkdir -p {Path(BREAK).parent} && printf '[Service]\\nExecStartPre=/bin/false\\n' > {BREAK}"
+    proc = run_on_hosts([FIRST], ["sudo", "sh", "-c", f"{broken} && systemctl daemon-reload"])
     assert proc[FIRST].returncode == 0, proc[FIRST].stderr
     try:
         seen["failed"] = _patch()

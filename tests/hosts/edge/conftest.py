@@ -15,7 +15,7 @@ import httpx
 import pyotp
 import pytest
 
-from infra.topology import LAB_PUBLISHED_HTTPS
+from infra.topology import LAB_PUBLISHED_HTTPS, hosts_of, lab_floating_address
 
 BASE_URL = f"https://127.0.0.1:{LAB_PUBLISHED_HTTPS}"
 AUDIT_LOG = "/var/log/nginx/modsec_audit.log"
@@ -32,6 +32,14 @@ def ssh(host: str, command: str, stdin: str | None = None, timeout: float = 60) 
         if proc.returncode != 255:
             break
     return proc
+
+
+def active_edge() -> str:
+    """The edge host holding the floating address: the one the published port reaches now."""
+    vip = f" {lab_floating_address('waf')}/"
+    holders = [h.name for h in hosts_of("waf") if vip in ssh(h.name, "ip -4 -o addr show").stdout]
+    assert len(holders) == 1, f"the floating address must be on exactly one edge host, it is on {holders}"
+    return holders[0]
 
 
 @pytest.fixture(scope="session")
@@ -55,15 +63,18 @@ def web(tls_context: ssl.SSLContext) -> Iterator[httpx.Client]:
 
 
 class AuditLog:
-    """The WAF's ModSecurity audit log on edge-1 (JSON, one transaction per line), read by offset."""
+    """The WAF's ModSecurity audit log on the active edge host (JSON, one transaction per line), read by offset."""
+
+    def __init__(self) -> None:
+        self.host = active_edge()
 
     def size(self) -> int:
-        proc = ssh("edge-1", f"sudo stat -c %s {AUDIT_LOG}")
+        proc = ssh(self.host, f"sudo stat -c %s {AUDIT_LOG}")
         assert proc.returncode == 0, proc.stderr
         return int(proc.stdout.strip())
 
     def since(self, offset: int) -> list[dict]:
-        proc = ssh("edge-1", f"sudo tail -c +{offset + 1} {AUDIT_LOG}")
+        proc = ssh(self.host, f"sudo tail -c +{offset + 1} {AUDIT_LOG}")
         assert proc.returncode == 0, proc.stderr
         return [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
 

@@ -9,7 +9,7 @@ import time
 import httpx
 import pyotp
 import pytest
-from conftest import AuditLog, answered_by_the_edge, crs_matches, log_in, make_clerk, ssh
+from conftest import AuditLog, active_edge, answered_by_the_edge, crs_matches, log_in, make_clerk, ssh
 
 from billkit.lab.openapi_probe import probe_requests
 from infra.topology import APP_PORT, hosts_of
@@ -109,7 +109,7 @@ def test_password_fields_alone_skip_the_crs(password: str, web: httpx.Client, au
 
 
 def _upstreams_in_access_log(lines: int = 200) -> set[str]:
-    proc = ssh("edge-1", f"sudo tail -n {lines} /var/log/nginx/access.log")
+    proc = ssh(active_edge(), f"sudo tail -n {lines} /var/log/nginx/access.log")
     assert proc.returncode == 0, proc.stderr
     return {word.strip('"').split(":")[0] for line in proc.stdout.splitlines() for word in line.split()
             if word.strip('"').endswith(f":{APP_PORT}")}  # fmt: skip

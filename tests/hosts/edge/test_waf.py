@@ -14,6 +14,7 @@ import yaml
 from conftest import AuditLog, rule_ids
 
 from billkit.controls import ROOT
+from billkit.lab.app import EDGE_TLS_NAME
 from billkit.lab.openapi_probe import probe_requests
 from infra.topology import HTTP, LAB_PUBLISHED_HTTPS, hosts_of
 
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.lab
 def _handshake(ctx: ssl.SSLContext) -> tuple[str, str]:
     with (
         socket.create_connection(("127.0.0.1", LAB_PUBLISHED_HTTPS), timeout=10) as raw,
-        ctx.wrap_socket(raw, server_hostname="edge-1") as s,
+        ctx.wrap_socket(raw, server_hostname=EDGE_TLS_NAME) as s,
     ):
         cipher = s.cipher()
         assert cipher is not None
@@ -49,7 +50,7 @@ def test_old_tls_versions_are_refused_by_the_server(version: ssl.TLSVersion) -> 
 def test_tls_12_and_13_with_strong_suites_and_a_pki_certificate(version: ssl.TLSVersion, lab_ca) -> None:
     from billkit.vault.pki import cert_lifetime, issuer_cn
 
-    ctx = ssl.create_default_context(cafile=str(lab_ca))  # verifies the chain and the name edge-1
+    ctx = ssl.create_default_context(cafile=str(lab_ca))  # verifies the chain and the edge's shared name
     ctx.minimum_version = ctx.maximum_version = version
     got, cipher = _handshake(ctx)
     assert got == {ssl.TLSVersion.TLSv1_2: "TLSv1.2", ssl.TLSVersion.TLSv1_3: "TLSv1.3"}[version]
