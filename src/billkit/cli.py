@@ -23,6 +23,7 @@ app = typer.Typer(
 console = Console()
 err = Console(stderr=True)
 
+
 class OutputFormat(StrEnum):
     table = "table"
     json = "json"
