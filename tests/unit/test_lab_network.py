@@ -29,6 +29,13 @@ from infra.topology import (
 )
 
 
+@pytest.mark.control("NET-02", layer="host")
+def test_vrrp_has_no_port_and_is_matched_by_its_protocol_number():
+    assert net.proto_match("vrrp", 0) == "ip protocol 112"  # minimal hosts cannot resolve the name
+    assert net.proto_match("tcp", 443) == "tcp dport 443"
+    assert all(proto != "vrrp" for _, proto in topology_ports())  # nothing to connect to in the matrix
+
+
 def test_bridge_names_fit_the_kernel_and_are_unique():
     names = list(net.bridges())
     assert len(names) == len(TIERS) == len(set(names))
@@ -41,7 +48,7 @@ def test_one_forward_rule_per_flow_between_hosts():
     host_flows = [f for f in flows("lab") if {f.src, f.dst}.isdisjoint({INTERNET, OPERATOR, GATEWAY})]
     assert len(rules) == len(host_flows)
     for f, rule in zip(host_flows, rules, strict=True):
-        assert f"dport {f.port} accept" in rule
+        assert f"{net.proto_match(f.protocol, f.port)} accept" in rule
         for h in hosts_of(f.src):
             assert h.address in rule.split("ip daddr")[0]
         for h in hosts_of(f.dst):
