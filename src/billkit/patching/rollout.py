@@ -69,16 +69,17 @@ class Progress:
             self.task_phase = m.group(2)
             return
         m = HOST_RESULT.match(text)
-        if not m or m.group(2) not in self.rows or not self.task_phase:
+        if not m or m.group(2) not in self.rows or not self.task_phase or m.group(1) == "skipping":
             return
         row = self.rows[m.group(2)]
         row["start"] = row["start"] or time.monotonic()
+        if row["phase"].startswith("failed") or row["phase"] == "done":
+            return
         if m.group(1) in ("fatal", "failed"):
-            row["phase"] = f"failed in {self.task_phase}"
-            row["end"] = time.monotonic()
-        elif self.task_phase == "done" or (self.task_phase == "smoke" and row["phase"] == "done"):
-            row["phase"], row["end"] = "done", row["end"] or time.monotonic()
-        elif not row["phase"].startswith("failed"):
+            row["phase"], row["end"] = f"failed in {row['phase']}", time.monotonic()
+        elif self.task_phase == "evidence":  # the record is written once the host is through
+            row["phase"], row["end"] = "done", time.monotonic()
+        elif self.task_phase not in ("start", "failed"):
             row["phase"] = self.task_phase
 
     def table(self) -> Table:
