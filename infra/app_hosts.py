@@ -2,7 +2,8 @@
 
 IMDSv2 only, no public IP, volumes encrypted with the EBS key, administered through SSM
 Session Manager (no SSH port is open anywhere: the topology has no SSH flow in AWS).
-Instances register with the edge's target group; Ansible configures them over SSM.
+Instances register with the edge's target group; Ansible configures them over SSM. Every instance
+carries its patch group in the `Patch Group` tag, so SSM patches it (infra/patching.py).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
-from infra.common import tags
+from infra.common import PATCH_GROUP_TAG, tags
 
 
 @dataclass
@@ -23,6 +24,8 @@ class AppHostsArgs:
     ebs_key_arn: pulumi.Input[str]
     instance_profile_arn: pulumi.Input[str]
     target_group_arns: list[pulumi.Input[str]]
+    # The instances' `Patch Group` tag (infra.patching.patch_group_name): no instance goes unpatched.
+    patch_group: str
     base_tags: dict[str, str] = field(default_factory=dict)
     instance_type: str = "m6i.large"
     min_size: int = 2
@@ -38,6 +41,7 @@ class AppHosts(pulumi.ComponentResource):
             raise ValueError(f"need min ≤ desired ≤ max, got {args.min_size}/{args.desired_capacity}/{args.max_size}")
         child = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(parent=self))
         t = tags(args.base_tags, billkit_component="app_hosts", billkit_role="app")
+        instance_tags = tags({**t, PATCH_GROUP_TAG: args.patch_group}, Name=f"{name}-app")
 
         self.launch_template = aws.ec2.LaunchTemplate(
             f"{name}-lt",
@@ -72,7 +76,9 @@ class AppHosts(pulumi.ComponentResource):
             ],
             monitoring=aws.ec2.LaunchTemplateMonitoringArgs(enabled=True),
             tag_specifications=[
-                aws.ec2.LaunchTemplateTagSpecificationArgs(resource_type=kind, tags=tags(t, Name=f"{name}-app"))
+                aws.ec2.LaunchTemplateTagSpecificationArgs(
+                    resource_type=kind, tags=instance_tags if kind == "instance" else tags(t, Name=f"{name}-app")
+                )
                 for kind in ("instance", "volume", "network-interface")
             ],
             tags=t,
@@ -93,8 +99,7 @@ class AppHosts(pulumi.ComponentResource):
                 preferences=aws.autoscaling.GroupInstanceRefreshPreferencesArgs(min_healthy_percentage=50),
             ),
             tags=[
-                aws.autoscaling.GroupTagArgs(key=k, value=v, propagate_at_launch=True)
-                for k, v in tags(t, Name=f"{name}-app").items()
+                aws.autoscaling.GroupTagArgs(key=k, value=v, propagate_at_launch=True) for k, v in instance_tags.items()
             ],
             opts=child,
         )

@@ -11,6 +11,8 @@ import pulumi
 # The tag AWS Backup selects on: every resource that must be backed up carries it.
 BACKUP_TAG_KEY = "billkit:backup"
 BACKUP_TAG_VALUE = "daily-monthly"
+# The tag SSM Patch Manager reads to pick a host's patch baseline; maintenance windows target it too.
+PATCH_GROUP_TAG = "Patch Group"
 
 
 def tags(base: Mapping[str, str], **extra: str) -> dict[str, str]:

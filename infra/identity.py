@@ -35,8 +35,9 @@ PLATFORM_ADMIN_SERVICES = (
 )  # fmt: skip
 # What workload roles need beyond those: the SSM agent's channel and AWS Backup's tag lookups.
 WORKLOAD_SERVICES = ("ec2messages", "tag")
-# The deployer encrypts with the keys only through the services that store the data.
-KEY_SERVICES = ("rds.*.amazonaws.com", "ec2.*.amazonaws.com", "backup.*.amazonaws.com")
+# The deployer encrypts with the keys only through the services that store the data (S3: the playbook
+# bundle the patching windows run; only the patching key's policy lets it).
+KEY_SERVICES = ("rds.*.amazonaws.com", "ec2.*.amazonaws.com", "backup.*.amazonaws.com", "s3.*.amazonaws.com")
 # What a human without MFA may still do: enrol a device and change their own password.
 MFA_SELF_SERVICE = (
     "iam:CreateVirtualMFADevice", "iam:EnableMFADevice", "iam:ListMFADevices", "iam:ResyncMFADevice",

@@ -30,7 +30,7 @@ KEY_USE_ACTIONS = ("kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*", "kms:Generate
 GRANT_ACTIONS = ("kms:CreateGrant", "kms:ListGrants", "kms:RevokeGrant")
 
 # The purposes of the primary region; the DR region gets its own backup key.
-PURPOSES = ("database", "backup", "logs", "ebs", "vault-unseal", "audit")
+PURPOSES = ("database", "backup", "logs", "ebs", "vault-unseal", "audit", "patching")
 
 
 @dataclass

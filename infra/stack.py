@@ -16,6 +16,7 @@ from infra.edge import Edge, EdgeArgs
 from infra.identity import Identity, IdentityArgs
 from infra.keys import GRANT_ACTIONS, KEY_USE_ACTIONS, Keys, KeysArgs, KeyUser
 from infra.network import Network, NetworkArgs
+from infra.patching import Patching, PatchingArgs, ec2_roles, patch_group_name
 from infra.settings import StackSettings
 from infra.vault import VaultCluster, VaultClusterArgs
 
@@ -93,6 +94,22 @@ def build(cfg: StackSettings, account_id: pulumi.Input[str], prefix: str = "bill
                     ),
                     KeyUser("AuditorReads", ("kms:Decrypt", "kms:DescribeKey"), role_arns=[roles["auditor"].arn]),
                 ],
+                # PAT-07: hosts write patch evidence and read the playbook bundle; the deployer uploads the
+                # bundle through S3 only; auditors read the evidence.
+                "patching": [
+                    KeyUser(
+                        "HostsWriteEvidence",
+                        ("kms:GenerateDataKey", "kms:Decrypt"),
+                        role_arns=[roles[r].arn for r in ec2_roles()],
+                    ),
+                    KeyUser(
+                        "DeployerUploadsPlaybooks",
+                        ("kms:GenerateDataKey", "kms:Decrypt"),
+                        role_arns=[roles["ci-deployer"].arn],
+                        via_service=f"s3.{region}.amazonaws.com",
+                    ),
+                    KeyUser("AuditorReads", ("kms:Decrypt", "kms:DescribeKey"), role_arns=[roles["auditor"].arn]),
+                ],
             },  # fmt: skip
         ),
     )
@@ -161,6 +178,7 @@ def build(cfg: StackSettings, account_id: pulumi.Input[str], prefix: str = "bill
         ),
     )
     ami = debian_ami(cfg)
+    patch_groups = {role: patch_group_name(prefix, role) for role in ec2_roles()}
     app = AppHosts(
         f"{prefix}-app",
         AppHostsArgs(
@@ -170,6 +188,7 @@ def build(cfg: StackSettings, account_id: pulumi.Input[str], prefix: str = "bill
             ebs_key_arn=keys.arn("ebs"),
             instance_profile_arn=identity.instance_profiles["app"].arn,
             target_group_arns=[edge.target_group.arn],
+            patch_group=patch_groups["app"],
             instance_type=cfg.app_instance_type,
             min_size=cfg.app_min_size,
             max_size=cfg.app_max_size,
@@ -189,6 +208,7 @@ def build(cfg: StackSettings, account_id: pulumi.Input[str], prefix: str = "bill
             role_name=roles["vault"].name,
             instance_profile_name=identity.instance_profiles["vault"].name,
             certificate_arn=cfg.vault_certificate_arn,
+            patch_group=patch_groups["vault"],
             instance_type=cfg.vault_instance_type,
             base_tags=base,
         ),
@@ -220,6 +240,17 @@ def build(cfg: StackSettings, account_id: pulumi.Input[str], prefix: str = "bill
             base_tags=base,
         ),
     )
+    patching = Patching(
+        f"{prefix}-patching",
+        PatchingArgs(
+            account_id=account_id,
+            region=region,
+            patch_groups=patch_groups,
+            host_role_names={role: roles[role].name for role in patch_groups},
+            evidence_key_arn=keys.arn("patching"),
+            base_tags=base,
+        ),
+    )
     return {
         "vpcId": network.vpc.id,
         "subnetIds": {t.name: network.subnet_ids(t.name) for t in topology.TIERS},
@@ -234,4 +265,8 @@ def build(cfg: StackSettings, account_id: pulumi.Input[str], prefix: str = "bill
         "trailArn": audit.trail.arn,
         "alarmTopicArn": audit.topic.arn,
         "roleArns": {k: r.arn for k, r in roles.items()},
+        "patchBaselineId": patching.baseline.id,
+        "patchGroups": patch_groups,
+        "patchWindowIds": {role: w.id for role, w in patching.windows.items()},
+        "patchEvidenceBucket": patching.bucket.bucket.bucket,
     }

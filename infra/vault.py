@@ -2,8 +2,9 @@
 
 Pulumi provisions the machines; Ansible (playbooks/) configures raft storage, TLS listeners
 and the KMS auto-unseal seal. Each node: IMDSv2 only, no public IP, root and raft volumes
-encrypted with the EBS key, an instance role that may use only the unseal key. Clients
-reach the cluster through an internal network load balancer that speaks TLS.
+encrypted with the EBS key, an instance role that may use only the unseal key, the patch group in
+its `Patch Group` tag (infra/patching.py). Clients reach the cluster through an internal network
+load balancer that speaks TLS.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import pulumi
 import pulumi_aws as aws
 
 from infra import topology
-from infra.common import BACKUP_TAG_KEY, BACKUP_TAG_VALUE, policy_json, statement, tags
+from infra.common import BACKUP_TAG_KEY, BACKUP_TAG_VALUE, PATCH_GROUP_TAG, policy_json, statement, tags
 
 MODERN_TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-Res-2021-06"
 
@@ -30,6 +31,8 @@ class VaultClusterArgs:
     role_name: pulumi.Input[str]
     instance_profile_name: pulumi.Input[str]
     certificate_arn: pulumi.Input[str]
+    # The nodes' `Patch Group` tag (infra.patching.patch_group_name): no node goes unpatched.
+    patch_group: str
     base_tags: dict[str, str] = field(default_factory=dict)
     node_count: int = 3
     instance_type: str = "m6i.large"
@@ -82,7 +85,7 @@ class VaultCluster(pulumi.ComponentResource):
                 ),  # fmt: skip
                 monitoring=True,
                 disable_api_termination=True,
-                tags=tags(t, Name=f"{name}-{i + 1}"),
+                tags=tags({**t, PATCH_GROUP_TAG: args.patch_group}, Name=f"{name}-{i + 1}"),
                 volume_tags=tags(t, Name=f"{name}-{i + 1}-root"),
                 opts=child,
             )

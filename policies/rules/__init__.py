@@ -20,6 +20,7 @@ from policies.rules import (  # noqa: F401 - importing a module registers its po
     kms,
     rds,
     s3,
+    ssm,
     stack,
     vpc,
     wafv2,

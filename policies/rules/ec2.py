@@ -1,4 +1,4 @@
-"""EC2 hosts: IMDSv2, no public IP, encrypted volumes with a customer-managed key."""
+"""EC2 hosts: IMDSv2, no public IP, encrypted volumes with a customer-managed key, a patch group."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 
 from pulumi_policy import ResourceValidationArgs, Severity
 
+from infra.common import PATCH_GROUP_TAG
 from policies.rules._base import items, resource_policy, truthy
 
 INSTANCE = "aws:ec2/instance:Instance"
@@ -122,3 +123,24 @@ def ebs_default(props: Mapping[str, Any], args: ResourceValidationArgs) -> Itera
 def subnet_public_ip(props: Mapping[str, Any], args: ResourceValidationArgs) -> Iterable[str]:
     if truthy(props.get("mapPublicIpOnLaunch")):
         yield "instances launched in this subnet get a public IP"
+
+
+@resource_policy(
+    "aws-ec2-instance-configure-patch-group",
+    description="Every instance, and every instance a launch template starts, carries a Patch Group tag: SSM "
+    "patches, scans and schedules hosts by it, and an untagged host is never patched.",
+    resource_types=[INSTANCE, LAUNCH_TEMPLATE],
+    controls=["PAT-05"],
+    pci=["6.3.3"],
+    severity=Severity.HIGH,
+    remediation=f"Tag the instance with '{PATCH_GROUP_TAG}' (launch templates: in the tag specification for "
+    "'instance'); use infra.patching.patch_group_name for the value.",
+)
+def ec2_patch_group(props: Mapping[str, Any], args: ResourceValidationArgs) -> Iterable[str]:
+    if args.resource_type == INSTANCE:
+        if not (props.get("tags") or {}).get(PATCH_GROUP_TAG):
+            yield f"the instance has no '{PATCH_GROUP_TAG}' tag: no maintenance window patches it"
+        return
+    specs = [s for s in items(props.get("tagSpecifications")) if s.get("resourceType") == "instance"]
+    if not any((s.get("tags") or {}).get(PATCH_GROUP_TAG) for s in specs):
+        yield f"instances started from the template get no '{PATCH_GROUP_TAG}' tag (tag_specifications 'instance')"

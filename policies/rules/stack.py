@@ -13,7 +13,8 @@ from typing import Any
 from pulumi_policy import PolicyResource, Severity, StackValidationArgs
 
 from infra import topology
-from policies.rules import cloudwatch, elb, iam, rds
+from infra.common import PATCH_GROUP_TAG
+from policies.rules import cloudwatch, ec2, elb, iam, rds, ssm
 from policies.rules._base import as_list, grants, items, stack_policy, statements, truthy
 
 SUBNET = "aws:ec2/subnet:Subnet"
@@ -262,6 +263,53 @@ def bucket_guardrails(args: StackValidationArgs) -> Iterable[str]:
         missing = [label for t, label in BUCKET_GUARDRAILS.items() if t not in have.get(bucket.urn, set())]
         if missing:
             yield f"{bucket.urn}: bucket {bucket.name} has no {', '.join(missing)}"
+
+
+def _patch_group(r: PolicyResource) -> str | None:
+    """The Patch Group an instance carries, or that a launch template gives the instances it starts."""
+    if r.resource_type == ec2.INSTANCE:
+        return (r.props.get("tags") or {}).get(PATCH_GROUP_TAG)
+    for spec in items(r.props.get("tagSpecifications")):
+        if spec.get("resourceType") == "instance" and (spec.get("tags") or {}).get(PATCH_GROUP_TAG):
+            return spec["tags"][PATCH_GROUP_TAG]
+    return None
+
+
+def _targets_group(r: PolicyResource, group: str) -> bool:
+    return any(
+        t.get("key") == f"tag:{PATCH_GROUP_TAG}" and group in as_list(t.get("values"))
+        for t in items(r.props.get("targets"))
+    )
+
+
+@stack_policy(
+    "aws-ssm-stack-enable-patch-coverage",
+    description="Every patch group a host carries has a patch baseline, a maintenance window with a task that "
+    "rolls it out, and a scan that reports its pending updates.",
+    controls=["PAT-04", "PAT-05"],
+    pci=["6.3.3"],
+    severity=Severity.HIGH,
+    remediation="Build the patch groups with infra.patching.Patching: a PatchGroup, a MaintenanceWindowTarget on "
+    f"tag:{PATCH_GROUP_TAG} with a MaintenanceWindowTask in its window, and the daily scan association.",
+)
+def patch_coverage(args: StackValidationArgs) -> Iterable[str]:
+    registered = {str(g.props.get("patchGroup")) for g in _of(args, ssm.PATCH_GROUP)}
+    windows_with_task = {w.urn for t in _of(args, ssm.WINDOW_TASK) for w in _deps(t, "windowId")}
+    scans = [a for a in _of(args, ssm.ASSOCIATION) if a.props.get("name") in ssm.PATCH_DOCUMENTS]
+    for host in _of(args, ec2.INSTANCE, ec2.LAUNCH_TEMPLATE):
+        group = _patch_group(host)
+        if group is None:
+            continue  # an untagged host is aws-ec2-instance-configure-patch-group's finding
+        if group not in registered:
+            yield f"{host.urn}: patch group {group!r} of {host.name} is registered with no patch baseline"
+        rolled_out = any(
+            _targets_group(t, group) and any(w.urn in windows_with_task for w in _deps(t, "windowId"))
+            for t in _of(args, ssm.WINDOW_TARGET)
+        )
+        if not rolled_out:
+            yield f"{host.urn}: patch group {group!r} of {host.name} is in no maintenance window with a task"
+        if not any(_targets_group(a, group) for a in scans):
+            yield f"{host.urn}: patch group {group!r} of {host.name} is scanned by no patch association"
 
 
 # What a role could do to itself to widen its own permissions.

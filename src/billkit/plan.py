@@ -45,6 +45,24 @@ class Resource:
     dependencies: list[str] = field(default_factory=list)
 
 
+def _engine_view(inputs: Any, wire: Any) -> dict[str, Any]:
+    """The inputs as the engine hands them to the analyzer: assets and archives stay in their wire form
+    (a signature key and a path, hash or text), not the SDK's objects."""
+    import pulumi
+    from google.protobuf import json_format
+
+    def keep_wire(value: Any, raw: Any) -> Any:
+        if isinstance(value, pulumi.Asset | pulumi.Archive):
+            return raw
+        if isinstance(value, dict) and isinstance(raw, dict):
+            return {k: keep_wire(v, raw.get(k)) for k, v in value.items()}
+        if isinstance(value, list) and isinstance(raw, list) and len(value) == len(raw):
+            return [keep_wire(v, r) for v, r in zip(value, raw, strict=True)]
+        return value
+
+    return dict(keep_wire(dict(inputs), json_format.MessageToDict(wire)))
+
+
 def _mocks_and_monitor(region: str) -> tuple[Any, Any]:
     import pulumi
     from pulumi.runtime import rpc
@@ -100,7 +118,7 @@ def _mocks_and_monitor(region: str) -> tuple[Any, Any]:
                         urn=response.urn,
                         parent=request.parent or None,
                         custom=bool(request.custom),
-                        inputs=dict(rpc.deserialize_properties(request.object)),
+                        inputs=_engine_view(rpc.deserialize_properties(request.object), request.object),
                         property_dependencies={k: list(v.urns) for k, v in request.propertyDependencies.items()},
                         dependencies=list(request.dependencies),
                     )

@@ -147,4 +147,30 @@ def program() -> None:
     aws.iam.AccessKey("deployer-key", user=user.name)
     aws.guardduty.Detector("sleepy", enable=False)
     aws.sns.Topic("plain-topic")
+    # Patching the classic way: every host at once, errors ignored, no evidence, installs and reboots on a
+    # schedule, a baseline that approves nothing by rule, and a host whose patch group nothing patches.
+    aws.ec2.Instance("forgotten-host", ami="ami-0123456789abcdef0", instance_type="t3.micro",
+                     tags={"Patch Group": "legacy"})  # fmt: skip
+    aws.ssm.PatchBaseline("hand-picked", approved_patches=["openssl"])
+    aws.ssm.PatchBaseline(
+        "slow-approval",
+        operating_system="AMAZON_LINUX_2023",
+        approval_rules=[
+            aws.ssm.PatchBaselineApprovalRuleArgs(
+                approve_after_days=90,
+                patch_filters=[aws.ssm.PatchBaselineApprovalRulePatchFilterArgs(key="PRODUCT", values=["*"])],
+            )
+        ],
+    )
+    window = aws.ssm.MaintenanceWindow("whenever", schedule="rate(1 day)", duration=2, cutoff=1)
+    aws.ssm.MaintenanceWindowTask(
+        "all-at-once",
+        window_id=window.id,
+        task_type="RUN_COMMAND",
+        task_arn="AWS-RunPatchBaseline",
+        max_concurrency="100%",
+        max_errors="50%",
+        cutoff_behavior="CANCEL_TASK",
+    )
+    aws.ssm.Association("install-and-reboot", name="AWS-RunPatchBaseline", parameters={"Operation": "Install"})
     pulumi.export("key", key.arn)

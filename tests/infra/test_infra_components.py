@@ -34,6 +34,7 @@ COMPONENTS = {
     "billkit:backup:Backup",
     "billkit:audit:Audit",
     "billkit:buckets:SecureBucket",
+    "billkit:patching:Patching",
 }
 
 
@@ -139,7 +140,7 @@ def test_default_sg_flow_logs_and_endpoints(prod: tuple[Resource, ...]) -> None:
 @pytest.mark.control("EAR-02", "RBAC-06")
 def test_one_rotating_key_per_purpose_with_a_narrow_policy(prod: tuple[Resource, ...]) -> None:
     keys = {r.inputs["tags"]["billkit:key-purpose"]: r for r in of(prod, "aws:kms/key:Key")}
-    assert set(keys) == {"database", "backup", "logs", "ebs", "vault-unseal", "audit"}
+    assert set(keys) == {"database", "backup", "logs", "ebs", "vault-unseal", "audit", "patching"}
     dr = [k for k in of(prod, "aws:kms/key:Key") if k.inputs.get("region") == "eu-west-1"]
     assert len(dr) == 1  # the DR vault's own key
     for key in of(prod, "aws:kms/key:Key"):
@@ -291,7 +292,8 @@ def test_backup(prod: tuple[Resource, ...]) -> None:
 def test_audit(prod: tuple[Resource, ...]) -> None:
     trail = one(prod, "aws:cloudtrail/trail:Trail").inputs
     assert trail["isMultiRegionTrail"] and trail["enableLogFileValidation"] and trail["kmsKeyId"]
-    lock = one(prod, "aws:s3/bucketObjectLockConfiguration:BucketObjectLockConfiguration").inputs
+    locks = of(prod, "aws:s3/bucketObjectLockConfiguration:BucketObjectLockConfiguration")
+    lock = next(lock for lock in locks if lock.name == "billkit-audit-trail-object-lock").inputs
     assert lock["rule"]["defaultRetention"] == {"mode": "COMPLIANCE", "days": 365}
     buckets = of(prod, "aws:s3/bucket:Bucket")
     assert [b.inputs["objectLockEnabled"] for b in buckets if "trail" in b.name] == [True]

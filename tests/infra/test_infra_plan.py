@@ -93,6 +93,10 @@ EXPECTED_INSECURE = {
     "aws-iam-role-enable-permissions-boundary", "aws-iam-policy-enable-permissions-boundary",
     "aws-iam-policy-disallow-evidence-destruction", "aws-iam-stack-disallow-role-self-escalation",
     "aws-kms-key-disallow-admin-key-use",
+    # patching: no patch group, everything at once, no evidence, installs and reboots outside a rollout
+    "aws-ec2-instance-configure-patch-group", "aws-ssm-maintenancewindowtask-configure-rate-control",
+    "aws-ssm-maintenancewindowtask-enable-output-evidence", "aws-ssm-patchbaseline-configure-security-approval",
+    "aws-ssm-association-configure-scan-only", "aws-ssm-stack-enable-patch-coverage",
 }  # fmt: skip
 
 
@@ -175,6 +179,13 @@ STACK_CASES = [
      {("aws-s3-stack-enable-bucket-guardrails", "billkit-audit-trail")}),
     ("RBAC-03", _drop_deployer_self_denial,
      {("aws-iam-stack-disallow-role-self-escalation", "billkit-identity-ci-deployer")}),
+    ("PAT-05", _drop("aws:ssm/patchGroup:PatchGroup", "vault"),
+     {("aws-ssm-stack-enable-patch-coverage", f"billkit-vault-{i}") for i in (1, 2, 3)}),
+    ("PAT-04", _drop("aws:ssm/maintenanceWindowTask:MaintenanceWindowTask", "app"),
+     {("aws-ssm-stack-enable-patch-coverage", "billkit-app-lt")}),
+    ("PAT-05", _drop("aws:ssm/association:Association", "scan"),
+     {("aws-ssm-stack-enable-patch-coverage", n) for n in ("billkit-app-lt", "billkit-vault-1", "billkit-vault-2",
+                                                           "billkit-vault-3")}),
 ]  # fmt: skip
 
 

@@ -58,6 +58,9 @@ SGE = "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule"
 LB = "aws:lb/loadBalancer:LoadBalancer"
 LISTENER = "aws:lb/listener:Listener"
 ACL = "aws:wafv2/webAcl:WebAcl"
+TASK = "aws:ssm/maintenanceWindowTask:MaintenanceWindowTask"
+BASELINE = "aws:ssm/patchBaseline:PatchBaseline"
+SCAN = "aws:ssm/association:Association"
 
 
 def _params(props: Props, name: str, value: str | None) -> None:
@@ -72,6 +75,14 @@ def _rule(props: Props, group: str) -> dict[str, Any]:
 
 def _sid(document: dict[str, Any], sid: str) -> dict[str, Any]:
     return next(s for s in document["Statement"] if s["Sid"] == sid)
+
+
+def _run(props: Props) -> dict[str, Any]:
+    return props["taskInvocationParameters"]["runCommandParameters"]
+
+
+def _priority(props: Props) -> dict[str, Any]:
+    return next(f for f in props["approvalRules"][0]["patchFilters"] if f["key"] == "PRIORITY")
 
 
 def _undeny(props: Props, action: str) -> None:
@@ -170,6 +181,10 @@ CASES: list[tuple[str, str, str, Callable[[Props], Any], str]] = [
      "root volume is not encrypted"),
     ("aws-ec2-instance-enable-volume-encryption", LT, "", lambda p: p["blockDeviceMappings"][0]["ebs"].pop("kmsKeyId"),
      "volume /dev/xvda uses the AWS-managed EBS key, not a customer-managed key"),
+    ("aws-ec2-instance-configure-patch-group", EC2, "", lambda p: p["tags"].pop("Patch Group"),
+     "the instance has no 'Patch Group' tag: no maintenance window patches it"),
+    ("aws-ec2-instance-configure-patch-group", LT, "", lambda p: p["tagSpecifications"][0]["tags"].pop("Patch Group"),
+     "instances started from the template get no 'Patch Group' tag (tag_specifications 'instance')"),
     ("aws-ebs-volume-enable-encryption", "aws:ebs/volume:Volume", "", lambda p: p.update(encrypted=False),
      "the volume is not encrypted"),
     ("aws-ebs-encryptionbydefault-enable-encryption", "aws:ebs/encryptionByDefault:EncryptionByDefault", "",
@@ -317,6 +332,37 @@ CASES: list[tuple[str, str, str, Callable[[Props], Any], str]] = [
     ("aws-iam-role-configure-mfa-for-humans", "aws:iam/role:Role", "auditor",
      lambda p: set_doc(p, "assumeRolePolicy", lambda d: d["Statement"][0].pop("Condition")),
      "trust statement AssumeWithMfa lets account principals assume the role without MFA"),
+    # SSM patching
+    ("aws-ssm-maintenancewindowtask-configure-rate-control", TASK, "app", lambda p: p.update(maxConcurrency="2"),
+     "max_concurrency is '2': patch at most 1 host(s) at a time"),
+    ("aws-ssm-maintenancewindowtask-configure-rate-control", TASK, "app", lambda p: p.update(maxConcurrency="25%"),
+     "max_concurrency is '25%', a share of the hosts: name an absolute number (at most 1)"),
+    ("aws-ssm-maintenancewindowtask-configure-rate-control", TASK, "vault", lambda p: p.update(maxErrors="1"),
+     "max_errors is '1': stop the rollout at the first failure (max_errors '0')"),
+    ("aws-ssm-maintenancewindowtask-configure-rate-control", TASK, "vault", lambda p: p.pop("maxErrors"),
+     "max_errors is None: stop the rollout at the first failure (max_errors '0')"),
+    ("aws-ssm-maintenancewindowtask-configure-rate-control", TASK, "app",
+     lambda p: p.update(cutoffBehavior="CANCEL_TASK"),
+     "cutoff_behavior CANCEL_TASK stops a host in the middle of its rollout when the window closes"),
+    ("aws-ssm-maintenancewindowtask-enable-output-evidence", TASK, "app", lambda p: _run(p).pop("outputS3Bucket"),
+     "the task writes no output to S3 (output_s3_bucket): its runs leave no evidence"),
+    ("aws-ssm-maintenancewindowtask-enable-output-evidence", TASK, "vault", lambda p: _run(p).pop("outputS3KeyPrefix"),
+     "the task's output has no key prefix (output_s3_key_prefix): runs of different roles mix"),
+    ("aws-ssm-patchbaseline-configure-security-approval", BASELINE, "", lambda p: p.pop("operatingSystem"),
+     "operating_system is not set: the baseline would apply to WINDOWS"),
+    ("aws-ssm-patchbaseline-configure-security-approval", BASELINE, "", lambda p: p.update(approvalRules=[]),
+     "the baseline has no approval rule: no security update is approved automatically"),
+    ("aws-ssm-patchbaseline-configure-security-approval", BASELINE, "",
+     lambda p: p["approvalRules"][0].update(approveAfterDays=7.0),
+     "rule 1 sets an approval delay, which SSM does not support for DEBIAN"),
+    ("aws-ssm-patchbaseline-configure-security-approval", BASELINE, "",
+     lambda p: p["approvalRules"][0].update(complianceLevel="LOW"), "rule 1 reports missing patches as LOW: use CRITICAL or HIGH"),
+    ("aws-ssm-patchbaseline-configure-security-approval", BASELINE, "", lambda p: _priority(p)["values"].remove("Important"),
+     "rule 1 leaves out priority ['Important']: security updates of that priority stay pending"),
+    ("aws-ssm-association-configure-scan-only", SCAN, "scan", lambda p: p["parameters"].update(Operation="Install"),
+     "the association installs patches (Operation 'Install') outside the one-host-at-a-time rollout"),
+    ("aws-ssm-association-configure-scan-only", SCAN, "scan", lambda p: p["parameters"].pop("RebootOption"),
+     "the association may reboot hosts (RebootOption 'RebootIfNeeded') outside the rollout"),
     # Detection
     ("aws-guardduty-detector-enable-detector", "aws:guardduty/detector:Detector", "", lambda p: p.update(enable=False),
      "the detector is disabled"),
