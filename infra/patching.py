@@ -125,12 +125,12 @@ def rollout_windows(
 
 
 def playbook_variables(role: str) -> str:
-    """The extra variables the task hands the playbook: the role the host plays, and that it runs in AWS.
+    """The extra variables the task hands the playbook: the role the host plays.
 
     AWS-ApplyAnsiblePlaybooks runs `ansible-playbook -i localhost, -c local` on each host, so the
-    playbook learns the host's role from these, not from an inventory group.
+    playbook's first play puts the host in its role's group (role_<kind>) from this variable.
     """
-    return f"patching_role={role} patching_realm=aws"
+    return f"patching_kind={role}"
 
 
 def source_info(region: str, bucket: pulumi.Input[str]) -> pulumi.Output[str]:

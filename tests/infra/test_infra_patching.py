@@ -83,7 +83,7 @@ def test_a_window_plan_that_cannot_work_is_refused_with_the_fix(kwargs: dict[str
 
 def test_the_playbook_learns_its_role_from_extra_variables() -> None:
     # AWS-ApplyAnsiblePlaybooks runs the playbook against localhost: no inventory group names the role.
-    assert playbook_variables("vault") == "patching_role=vault patching_realm=aws"
+    assert playbook_variables("vault") == "patching_kind=vault"
 
 
 @pytest.mark.control("PAT-04", "PAT-05", "PAT-07")
