@@ -68,7 +68,8 @@ class VaultWriter:
         from billkit.vault.server import lab_nodes
 
         with vault_root() as c:
-            self.token = c.auth.token.create(policies=["default"], ttl="2h")["auth"]["client_token"]
+            # an orphan: the root token that makes it is revoked at the end of this block
+            self.token = c.auth.token.create(policies=["default"], ttl="2h", no_parent=True)["auth"]["client_token"]
         cluster, _ = open_cluster(lab_nodes(), vault_lab.state())
         self.clients = [cluster.client(n, self.token) for n in cluster.nodes]
         self.acked: list[str] = []

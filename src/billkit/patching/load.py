@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 # A read through the edge, the app and the database, and one the app answers alone (the sign-in page
 # shares the login rate limit, NET-07, so a loop would only measure that).
 PATHS = ("/healthz", "/openapi.json")
+# How long a browser waits for an answer before giving up (theirs are minutes; this is a minute).
+BROWSER_TIMEOUT = 60
 
 
 @dataclass
@@ -65,7 +67,7 @@ class LoadLoop:
         reused = conn is not None
         for attempt in (1, 2):
             if conn is None:
-                conn = http.client.HTTPSConnection(self.host, self.port, context=self.ctx, timeout=15)
+                conn = http.client.HTTPSConnection(self.host, self.port, context=self.ctx, timeout=BROWSER_TIMEOUT)
             try:
                 conn.request(
                     "GET",

@@ -106,6 +106,7 @@ def lab_stand_ins() -> Iterator[str]:
     with vault_root() as c:
         token = c.auth.token.create(
             policies=[STEP_DOWN_POLICY],
+            no_parent=True,
             ttl="2h",
             renewable=False,
             no_default_policy=True,
@@ -161,6 +162,7 @@ def host_record(raw: dict[str, Any]) -> dict[str, Any]:
         "election_seconds": raw.get("election_seconds"),
         "health": {"ok": ok, "detail": raw.get("failure") or f"passed its health check ({raw.get('kind')})"},
         "drained_now": bool(raw.get("drained")),
+        "installed": bool(raw.get("installed")),
     }
 
 
@@ -206,12 +208,13 @@ def rollout(*, hosts: list[str] | None, security_only: bool, under_load: bool, i
     records.sort(key=lambda r: r["started"] or "")  # the order the rollout took
     failed = next((r for r in records if not r["health"]["ok"]), None)
     if code and failed:
-        message = f"{failed['host']}: {failed['health']['detail']}. " + (
-            "It stays drained: fix it, then run `billkit patch --hosts " + failed["host"] + "` again; "
-            "the hosts after it were not touched."
-            if failed["drained_now"]
-            else "It is back in service; the hosts after it were not touched."
-        )
+        host = failed["host"]
+        if failed["installed"]:
+            out_of_service = " and it stays drained (out of service)" if failed["drained_now"] else ""
+            then = f"Its updates are installed{out_of_service}: fix it, then run `billkit patch --hosts {host}` again"
+        else:
+            then = "Nothing was installed on it and it is back in service"
+        message = f"{host}: {failed['health']['detail']}. {then}; the hosts after it were not touched."
     evidence = {
         "kind": "patch",
         "started": started.isoformat(timespec="seconds"),
