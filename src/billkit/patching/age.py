@@ -5,7 +5,8 @@ long it has been published. The package itself does: Debian builds are reproduci
 ``SOURCE_DATE_EPOCH`` (the date of the upload's changelog entry) as the modification time of the
 members of the ``.deb`` ar archive. The first member, ``debian-binary``, starts at byte 8, so a
 ranged GET of the first 132 bytes of the URI apt would download from gives the date: the archive
-magic ``!<arch>\\n`` and one 60-byte ar header whose bytes 16..28 are the mtime in decimal seconds.
+magic ``!<arch>\\n`` and a 60-byte ar header whose bytes 16..28 are the mtime in decimal seconds
+(the rest, ``2.0\\n`` and control.tar's header, confirms that the file is a .deb).
 The changelog date precedes the upload's publication, so an age read this way is never shorter
 than the real one: the gate errs on the safe side.
 
@@ -32,7 +33,8 @@ from billkit.lab.state import LAB_DIR
 CACHE_FILE = LAB_DIR / "cache" / "deb-release-dates.json"
 AR_MAGIC = b"!<arch>\n"
 AR_HEADER = 60
-HEAD_BYTES = len(AR_MAGIC) + AR_HEADER  # 132: bytes=0-131
+# The magic, debian-binary's header and its 4 bytes ("2.0\n"), control.tar's header: bytes=0-131.
+HEAD_BYTES = len(AR_MAGIC) + AR_HEADER + 4 + AR_HEADER
 FIRST_MEMBER = b"debian-binary"
 TIMEOUT = httpx.Timeout(15.0, connect=5.0)
 
@@ -60,22 +62,29 @@ class Dated:
     error: str | None = None
 
 
-def ar_mtime(head: bytes) -> int:
-    """The mtime (epoch seconds) of the first member of a .deb, from its first 132 bytes."""
-    if len(head) < HEAD_BYTES:
-        raise AgeError(f"only {len(head)} bytes received, a .deb's ar header needs {HEAD_BYTES}")
-    if head[: len(AR_MAGIC)] != AR_MAGIC:
-        raise AgeError(f"not an ar archive (starts with {head[:8]!r}, expected {AR_MAGIC!r})")
-    header = head[len(AR_MAGIC) : HEAD_BYTES]
+def _member(header: bytes) -> tuple[bytes, bytes, bytes]:
+    """An ar member header's name, mtime and size fields (ar(5): 16, 12, 6, 6, 8, 10 bytes, then '`\\n')."""
     if header[58:60] != b"`\n":
         raise AgeError("malformed ar member header (no terminating '`\\n')")
-    name = header[0:16].rstrip(b" ").rstrip(b"/")
-    if name != FIRST_MEMBER:
-        raise AgeError(f"first ar member is {name!r}, a .deb starts with {FIRST_MEMBER!r}")
-    field = header[16:28].strip()
-    if not field.isdigit():
-        raise AgeError(f"ar mtime field {field!r} is not a decimal number")
-    return int(field)
+    return header[0:16].rstrip(b" ").rstrip(b"/"), header[16:28].strip(), header[48:58].strip()
+
+
+def ar_mtime(head: bytes) -> int:
+    """The mtime (epoch seconds) of a .deb's first member, checked against the format from its first 132 bytes."""
+    if len(head) < HEAD_BYTES:
+        raise AgeError(f"only {len(head)} bytes received, a .deb's first two ar headers need {HEAD_BYTES}")
+    if head[: len(AR_MAGIC)] != AR_MAGIC:
+        raise AgeError(f"not an ar archive (starts with {head[:8]!r}, expected {AR_MAGIC!r})")
+    first = len(AR_MAGIC) + AR_HEADER
+    name, mtime, size = _member(head[len(AR_MAGIC) : first])
+    if name != FIRST_MEMBER or size != b"4" or not head[first : first + 4].startswith(b"2."):
+        raise AgeError(f"first ar member is {name!r} (size {size!r}), a .deb starts with {FIRST_MEMBER!r} '2.x'")
+    second, _, _ = _member(head[first + 4 : HEAD_BYTES])
+    if not second.startswith(b"control.tar"):
+        raise AgeError(f"second ar member is {second!r}, a .deb's is control.tar[.xz|.gz|.zst]")
+    if not mtime.isdigit():
+        raise AgeError(f"ar mtime field {mtime!r} is not a decimal number")
+    return int(mtime)
 
 
 def _check_plausible(epoch: int, now: datetime) -> datetime:

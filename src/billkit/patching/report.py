@@ -251,18 +251,23 @@ def _age_cell(row: Row) -> str:
     return f"[red]{days}[/red]" if row.overdue else days
 
 
+# Wide enough for a pending update's row when the output is a CI log rather than a terminal.
+LOG_WIDTH = 200
+
+
 def print_table(result: CheckResult, console: Console) -> None:
-    title = f"Pending {'security ' if result.mode == 'security' else ''}updates ({CONTROL}: none older than " \
-            f"{result.max_age_days} days)"  # fmt: skip
-    table = Table(title=title)
-    for col in ("host", "package", "installed → candidate", "security", "age (days)", "reboot required",
-                "services to restart"):  # fmt: skip
+    which = "security updates" if result.mode == "security" else "updates"
+    console.print(f"[bold]Pending {which}[/bold] ({CONTROL}: no security update older than {result.max_age_days} days)")
+    table = Table()
+    for col in ("host", "package", "installed → candidate", "security", "age (days)"):
+        table.add_column(col, no_wrap=True)
+    for col in ("reboot required", "services to restart"):
         table.add_column(col, overflow="fold")
     for host in result.hosts:
         reboot = "yes: " + "; ".join(_reboot_reasons(host)) if host.needs_reboot else "no"
         services = ", ".join(host.services) or "-"
         if host.needrestart_error:
-            services += f" ({host.needrestart_error})"
+            services = f"unknown ({host.needrestart_error})"
         rows = result.rows.get(host.host, [])
         if not rows:
             table.add_row(host.host, "[dim]none pending[/dim]", "", "", "", reboot, services)
@@ -288,15 +293,16 @@ def summary(result: CheckResult) -> str:
 def explain(result: CheckResult, err: Console) -> None:
     """What failed and what to do, on stderr (the formats stay clean on stdout)."""
     if result.violations:
-        err.print(f"[red]{CONTROL} gate failed: {len(result.violations)} violation(s)[/red]")
+        failed = f"[red]{CONTROL} gate failed: {len(result.violations)} violation(s)[/red]"
+        err.print(f"{failed} ({summary(result)})", soft_wrap=True)
         by_reason: dict[str, list[str]] = {}  # the same finding on many hosts is printed once
         for v in result.violations:
             by_reason.setdefault(v.reason, []).append(v.host)
         for reason, hosts in by_reason.items():
-            err.print(f"  {', '.join(hosts)}: {reason}", markup=False, highlight=False)
-        err.print(f"To fix: {FIX_VIOLATIONS}.", markup=False, highlight=False)
+            err.print(f"  {', '.join(hosts)}: {reason}", markup=False, highlight=False, soft_wrap=True)
+        err.print(f"To fix: {FIX_VIOLATIONS}.", markup=False, highlight=False, soft_wrap=True)
     for host, message in sorted(result.errors.items()):
-        err.print(f"[red]error:[/red] {host}: {message}", highlight=False)
+        err.print(f"[red]error:[/red] {host}: {message}", highlight=False, soft_wrap=True)
     if result.errors:
         err.print("The check is incomplete (exit 2): fix the hosts above and run it again.")
     if not result.violations and not result.errors:
@@ -338,6 +344,8 @@ def cmd_check(
     elif output == "junit":
         sys.stdout.write(as_junit(result))
     else:
+        if not console.is_terminal and console.width < LOG_WIDTH:
+            console = Console(width=LOG_WIDTH)  # a CI log: one line per update rather than folded cells
         print_table(result, console)
     explain(result, err)
     err.print(f"[dim]checked in {time.monotonic() - start:.1f}s[/dim]")
@@ -348,15 +356,22 @@ def cmd_check(
 
 
 def latest_evidence(evidence_dir: Path) -> tuple[Path, dict[str, Any]] | None:
-    """The newest ``patch-<time>.json`` (names sort by time); None when no rollout was recorded."""
-    for path in sorted(evidence_dir.glob("patch-*.json"), reverse=True):
+    """The newest ``patch-<time>.json`` by its start time; None when no rollout was recorded.
+
+    A file that cannot be read as a patch record is passed over (the next newest is shown).
+    """
+    found: list[tuple[str, str, Path, dict[str, Any]]] = []
+    for path in evidence_dir.glob("patch-*.json"):
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
         if isinstance(data, dict) and data.get("kind", "patch") == "patch":
-            return path, data
-    return None
+            found.append((str(data.get("started", "")), path.name, path, data))
+    if not found:
+        return None
+    _, _, path, data = max(found, key=lambda f: (f[0], f[1]))
+    return path, data
 
 
 def print_evidence(evidence_dir: Path, console: Console) -> None:
@@ -369,10 +384,11 @@ def print_evidence(evidence_dir: Path, console: Console) -> None:
     result = ev.get("result", "?")
     colour = "green" if result == "ok" else "red"
     when = f"{ev.get('started', '?')} → {ev.get('finished', '?')}"
-    title = (
-        f"Latest patch run (PAT-07; {path.name}): {when}, {ev.get('mode', '?')} updates, [{colour}]{result}[/{colour}]"
+    mode = ev.get("mode", "?")
+    console.print(
+        f"[bold]Latest patch run[/bold] (PAT-07; {path.name}): {when}, {mode} updates, [{colour}]{result}[/{colour}]"
     )
-    table = Table(title=title)
+    table = Table()
     for col in ("host", "role", "duration", "packages", "rebooted", "restarted services", "health"):
         table.add_column(col, overflow="fold")
     for h in ev.get("hosts") or []:
@@ -403,8 +419,10 @@ def print_evidence(evidence_dir: Path, console: Console) -> None:
 
 def print_status_summary(result: CheckResult, console: Console) -> None:
     """Per host: pending security updates, the oldest one's age, the gate's verdict."""
-    table = Table(title=f"Patch status now ({CONTROL}: no security update older than {result.max_age_days} days; "
-                        "`billkit patch --check` for details)")  # fmt: skip
+    limit = result.max_age_days
+    console.print(f"[bold]Patch status now[/bold] ({CONTROL}: no security update older than {limit} days; "
+                  "`billkit patch --check` for details)")  # fmt: skip
+    table = Table()
     for col in ("host", "pending security updates", "oldest (days)", "reboot required", "gate"):
         table.add_column(col)
     for host in result.hosts:
