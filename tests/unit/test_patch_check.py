@@ -29,7 +29,7 @@ from typer.testing import CliRunner
 
 from billkit.cli import app
 from billkit.controls import ROOT
-from billkit.patching import report, status
+from billkit.patching import age, report, status
 from billkit.patching.age import AgeError, Dated, ar_mtime, release_dates
 from billkit.patching.report import as_json, as_junit, evaluate, print_evidence, print_status_summary, print_table
 from billkit.patching.status import Collection, StatusError, parse_host
@@ -254,11 +254,15 @@ class Mirror:
         self.files = files
         self.honour_range = honour_range
         self.requests: list[tuple[str, str | None]] = []
+        self.connections: set[tuple[str, int]] = set()
         mirror = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as the mirror
+
             def do_GET(self) -> None:
                 mirror.requests.append((self.path, self.headers.get("Range")))
+                mirror.connections.add(self.client_address)
                 body = mirror.files.get(self.path)
                 if body is None:
                     self.send_error(404)
@@ -316,11 +320,12 @@ def test_release_dates_come_from_a_ranged_get_of_the_mirror_and_are_cached(
 ) -> None:
     cache = tmp_path / "cache" / "dates.json"
     pending = host_json(mirror.base)["pending"]
-    dates = release_dates([p["uri"] for p in pending], cache_file=cache, now=NOW)
+    dates = release_dates([p["uri"] for p in pending], cache_file=cache, workers=1, now=NOW)
     for p in pending:
         assert dates[p["uri"]] == Dated(datetime.fromtimestamp(debs[p["name"]][1], UTC)), p["name"]
     assert {r for _, r in mirror.requests} == {"bytes=0-131"}  # 132 bytes per package, never the whole file
     assert len(mirror.requests) == len(pending)
+    assert len(mirror.connections) == 1  # each response read to its end: one keep-alive connection for all
     assert json.loads(cache.read_text())[pending[0]["uri"]] == debs[pending[0]["name"]][1]
     # A URI names one build: asked again, the dates come from the cache without a request.
     again = release_dates([p["uri"] for p in pending], cache_file=cache, now=NOW)
@@ -341,22 +346,33 @@ def test_a_mirror_that_ignores_range_is_read_only_as_far_as_the_header(
 
 
 @pytest.mark.control("PAT-05")
-def test_unreadable_dates_say_why_and_are_not_cached(mirror: Mirror, tmp_path: Path) -> None:
+def test_unreadable_dates_say_why_and_are_not_cached(
+    mirror: Mirror, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(age, "RETRY_DELAYS", (0.0, 0.0))
     cache = tmp_path / "dates.json"
     gone = f"{mirror.base}/debian-security/pool/updates/main/o/openssl/openssl_3.0.20-1_amd64.deb"
-    dead = f"http://127.0.0.1:{closed_port()}/debian/pool/main/b/bash/bash_5.2.15-2%2bb13_amd64.deb"
-    dead2 = dead.replace("bash_5", "bash-static_5")
     mirror.files["/not-a-deb.deb"] = b"<!DOCTYPE html><html>captive portal</html>" + b" " * 200
     html = f"{mirror.base}/not-a-deb.deb"
-    dates = release_dates([gone, dead, dead2, html, "file:/var/cache/apt/archives/x.deb"], cache_file=cache, now=NOW)
+    dates = release_dates([gone, html, "file:/var/cache/apt/archives/x.deb"], cache_file=cache, now=NOW)
     assert all(d.released is None for d in dates.values())
     assert "no longer on the mirror (404)" in (dates[gone].error or "")
     assert "update them" in (dates[gone].error or "")
-    for uri in (dead, dead2):  # the second is failed at once: its mirror is already known to be down
-        assert f"{uri} is unreachable from the controller (ConnectError" in (dates[uri].error or "")
-        assert "check its route" in (dates[uri].error or "")
     assert "not an ar archive" in (dates[html].error or "")
     assert "not an HTTP(S) URI" in (dates["file:/var/cache/apt/archives/x.deb"].error or "")
+    assert not cache.exists()
+    # An unreachable mirror: each package is tried three times, and after three packages in a row the
+    # mirror counts as down and the rest fail at once.
+    port = closed_port()
+    dead = [f"http://127.0.0.1:{port}/debian/pool/main/b/bash/{n}_5.2.15-2%2bb13_amd64.deb" for n in "abcde"]
+    tried: list[str] = []
+    real_fetch = age.fetch_head
+    monkeypatch.setattr(age, "fetch_head", lambda client, uri: (tried.append(uri), real_fetch(client, uri))[1])
+    dates = release_dates(dead, cache_file=cache, workers=1, now=NOW)
+    assert tried == [u for u in dead[:3] for _ in range(3)]
+    for uri in dead:
+        assert f"{uri} is unreachable from the controller (ConnectError" in (dates[uri].error or "")
+        assert "3 attempts" in (dates[uri].error or "") and "check its route" in (dates[uri].error or "")
     assert not cache.exists()
 
 
@@ -432,12 +448,33 @@ def test_a_host_whose_security_index_is_missing_or_stale_fails_closed() -> None:
     assert "no security suite in its apt sources" in result.violations[0].reason
 
 
+# What ansible-playbook prints (YAML results) when a host drops off the network mid-run.
+ANSIBLE_OUT = """\
+TASK [PAT-05 | Pending updates, reboot flag and services to restart (read only)] ***
+fatal: [app-2]: UNREACHABLE! => changed=false
+  msg: 'Task failed: Failed to connect to the host via ssh: ssh: connect to host 10.77.20.12 port 22: No route to host'
+  unreachable: true
+ok: [app-1]
+
+PLAY RECAP *********************************************************************
+app-1                      : ok=3    changed=1    unreachable=0    failed=0    skipped=0    rescued=0    ignored=0
+app-2                      : ok=1    changed=0    unreachable=1    failed=0    skipped=0    rescued=0    ignored=0
+"""
+
+
 @pytest.mark.control("PAT-05")
-def test_an_unreachable_host_makes_the_check_incomplete() -> None:
+def test_an_unreachable_host_makes_the_check_incomplete_and_says_why() -> None:
+    failures = status._failures(ANSIBLE_OUT.splitlines())
+    assert set(failures) == {"app-2"}
+    assert failures["app-2"].startswith("fatal: [app-2]: UNREACHABLE!") and "No route to host" in failures["app-2"]
     data = host_json("http://127.0.0.1:9")
-    errors = {"vault-2": "unreachable (ok=0, failed=0); check that the host is up"}
-    result = evaluate(collection(("app-1", data), errors=errors), dated(data, {"openssl": 90}), now=NOW)
+    result = evaluate(collection(("app-1", data), errors=failures), dated(data, {"openssl": 90}), now=NOW)
     assert result.violations and result.exit_code == 2 and result.result == "error"
+    err = Console(record=True, width=300)
+    report.explain(result, err)
+    text = err.export_text()
+    assert "error: app-2: fatal: [app-2]: UNREACHABLE!" in text  # Ansible's brackets survive Rich's markup
+    assert "The check is incomplete (exit 2)" in text
 
 
 # --- formats -----------------------------------------------------------------------------------

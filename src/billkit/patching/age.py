@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -37,6 +38,11 @@ AR_HEADER = 60
 HEAD_BYTES = len(AR_MAGIC) + AR_HEADER + 4 + AR_HEADER
 FIRST_MEMBER = b"debian-binary"
 TIMEOUT = httpx.Timeout(15.0, connect=5.0)
+# Parallel requests over keep-alive connections (measured: 8 date 131 packages in 0.4 s; a new
+# connection per request costs a name lookup each, and lookups failed when 32 ran at once).
+WORKERS = 8
+RETRY_DELAYS = (0.5, 2.0)  # seconds before the second and third attempt of a request that did not connect
+DOWN_AFTER = 3  # packages failing in a row on one mirror before the others are not tried
 
 
 class AgeError(ValueError):
@@ -105,21 +111,36 @@ def fetch_head(client: httpx.Client, uri: str) -> bytes:
             )
         if resp.status_code not in (200, 206):
             raise AgeError(f"{uri} answered HTTP {resp.status_code}")
+        size = resp.headers.get("content-length", "")
+        if resp.status_code == 206 and size.isdigit() and int(size) <= 4096:
+            return resp.read()[:HEAD_BYTES]  # read to the end: the connection goes back to the pool for the next
         head = b""
-        for chunk in resp.iter_bytes():
+        for chunk in resp.iter_bytes():  # the whole file is coming: read only the header, then drop the connection
             head += chunk
             if len(head) >= HEAD_BYTES:
                 break
     return head[:HEAD_BYTES]
 
 
+def _fetch_retrying(client: httpx.Client, uri: str) -> bytes:
+    """fetch_head, retried when the request did not get through (a name lookup or connection may fail once)."""
+    for delay in RETRY_DELAYS:
+        try:
+            return fetch_head(client, uri)
+        except httpx.TransportError:
+            time.sleep(delay)
+        except httpx.HTTPError as exc:
+            raise Unreachable(uri, f"{type(exc).__name__}: {exc}") from None
+    try:
+        return fetch_head(client, uri)
+    except httpx.HTTPError as exc:
+        raise Unreachable(uri, f"{type(exc).__name__}: {exc}; {len(RETRY_DELAYS) + 1} attempts") from None
+
+
 def release_date(client: httpx.Client, uri: str, now: datetime | None = None) -> datetime:
     if urlsplit(uri).scheme not in ("http", "https"):
         raise AgeError(f"{uri} is not an HTTP(S) URI: the controller can only date packages from a mirror")
-    try:
-        head = fetch_head(client, uri)
-    except httpx.HTTPError as exc:
-        raise Unreachable(uri, f"{type(exc).__name__}: {exc}") from None
+    head = _fetch_retrying(client, uri)
     try:
         return _check_plausible(ar_mtime(head), now or datetime.now(UTC))
     except AgeError as exc:
@@ -147,7 +168,7 @@ def release_dates(
     uris: Iterable[str],
     *,
     cache_file: Path | None = None,
-    workers: int = 32,
+    workers: int = WORKERS,
     timeout: httpx.Timeout = TIMEOUT,
     now: datetime | None = None,
 ) -> dict[str, Dated]:
@@ -160,24 +181,28 @@ def release_dates(
     todo = [u for u in wanted if u not in out]
     if not todo:
         return out
-    # One unreachable mirror fails every URI on it at once instead of one timeout per package.
-    down: dict[str, str] = {}
+    # A mirror that failed for several packages in a row (each after its retries) is taken as down: the
+    # rest of its packages fail at once rather than after one timeout each.
+    failed_in_a_row: dict[str, list[str]] = {}
     lock = threading.Lock()
 
     def one(client: httpx.Client, uri: str) -> tuple[str, Dated]:
         netloc = urlsplit(uri).netloc
         with lock:
-            known = down.get(netloc)
-        if known:
-            return uri, Dated(None, str(Unreachable(uri, known)))
+            reasons = failed_in_a_row.get(netloc, [])
+        if len(reasons) >= DOWN_AFTER:
+            return uri, Dated(None, str(Unreachable(uri, reasons[-1])))
         try:
-            return uri, Dated(release_date(client, uri, now))
+            released = release_date(client, uri, now)
         except Unreachable as exc:
             with lock:
-                down.setdefault(netloc, exc.reason)
+                failed_in_a_row.setdefault(netloc, []).append(exc.reason)
             return uri, Dated(None, str(exc))
         except AgeError as exc:
             return uri, Dated(None, str(exc))
+        with lock:
+            failed_in_a_row.pop(netloc, None)
+        return uri, Dated(released)
 
     with (
         httpx.Client(timeout=timeout, follow_redirects=True) as client,

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from billkit.patching.age import Dated, release_dates
@@ -28,8 +29,8 @@ CONTROL = "PAT-05"
 PCI_DSS = "6.3.3"
 DEFAULT_MAX_AGE_DAYS = 30
 FIX_VIOLATIONS = (
-    "apply them with `billkit patch` (security updates, one host at a time; the same playbooks/patch.yml "
-    "runs on EC2), then run `billkit patch --check` again"
+    "run `billkit patch` (it refreshes each host's package lists and installs its security updates, one host at a "
+    "time; on EC2 the same playbooks/patch.yml), then run `billkit patch --check` again"
 )
 
 
@@ -265,9 +266,9 @@ def print_table(result: CheckResult, console: Console) -> None:
         table.add_column(col, overflow="fold")
     for host in result.hosts:
         reboot = "yes: " + "; ".join(_reboot_reasons(host)) if host.needs_reboot else "no"
-        services = ", ".join(host.services) or "-"
+        services = escape(", ".join(host.services) or "-")
         if host.needrestart_error:
-            services = f"unknown ({host.needrestart_error})"
+            services = escape(f"unknown ({host.needrestart_error})")
         rows = result.rows.get(host.host, [])
         if not rows:
             table.add_row(host.host, "[dim]none pending[/dim]", "", "", "", reboot, services)
@@ -278,7 +279,7 @@ def print_table(result: CheckResult, console: Console) -> None:
                 reboot if i == 0 else "", services if i == 0 else "",
             )  # fmt: skip
     for host in sorted(result.errors):
-        table.add_row(host, "[red]status unreadable[/red]", "", "", "", "", "")
+        table.add_row(escape(host), "[red]status unreadable[/red]", "", "", "", "", "")
     console.print(table)
 
 
@@ -302,7 +303,7 @@ def explain(result: CheckResult, err: Console) -> None:
             err.print(f"  {', '.join(hosts)}: {reason}", markup=False, highlight=False, soft_wrap=True)
         err.print(f"To fix: {FIX_VIOLATIONS}.", markup=False, highlight=False, soft_wrap=True)
     for host, message in sorted(result.errors.items()):
-        err.print(f"[red]error:[/red] {host}: {message}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/red] {escape(host)}: {escape(message)}", highlight=False, soft_wrap=True)
     if result.errors:
         err.print("The check is incomplete (exit 2): fix the hosts above and run it again.")
     if not result.violations and not result.errors:
@@ -337,7 +338,7 @@ def cmd_check(
         with err.status("reading each host's patch status, then dating its updates from the mirror…"):
             result = run_check(inventory, hosts, max_age_days=max_age_days, security_only=security_only)
     except StatusError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return 2
     if output == "json":
         sys.stdout.write(json.dumps(as_json(result), indent=2, sort_keys=True) + "\n")
@@ -395,7 +396,7 @@ def print_evidence(evidence_dir: Path, console: Console) -> None:
         health = h.get("health") or {}
         ok = health.get("ok")
         verdict = "[green]ok[/green]" if ok else "[red]failed[/red]" if ok is False else "?"
-        detail = f" {health['detail']}" if health.get("detail") and not ok else ""
+        detail = f" {escape(str(health['detail']))}" if health.get("detail") and not ok else ""
         duration = h.get("duration_s")
         table.add_row(
             h.get("host", "?"), h.get("role", ""), f"{duration:.0f}s" if isinstance(duration, int | float) else "?",
@@ -404,7 +405,8 @@ def print_evidence(evidence_dir: Path, console: Console) -> None:
         )  # fmt: skip
     console.print(table)
     if ev.get("stopped_at"):
-        console.print(f"[red]stopped at {ev['stopped_at']}[/red]: {ev.get('message', '')}", highlight=False)
+        stopped = escape(f"stopped at {ev['stopped_at']}")
+        console.print(f"[red]{stopped}[/red]: {escape(str(ev.get('message', '')))}", highlight=False)
     elif ev.get("message"):
         console.print(ev["message"], markup=False, highlight=False)
     load = ev.get("load")
@@ -435,7 +437,7 @@ def print_status_summary(result: CheckResult, console: Console) -> None:
         table.add_row(host.host, str(len(rows)), oldest, "yes" if host.needs_reboot else "no",
                       "[red]fail[/red]" if failed else "[green]pass[/green]")  # fmt: skip
     for host in sorted(result.errors):
-        table.add_row(host, "?", "?", "?", "[red]error[/red]")
+        table.add_row(escape(host), "?", "?", "?", "[red]error[/red]")
     console.print(table)
     verdict = {"pass": "[green]pass[/green]", "fail": "[red]fail[/red]", "error": "[red]incomplete[/red]"}
     console.print(f"{CONTROL} gate: {verdict[result.result]} ({summary(result)})")
@@ -448,7 +450,7 @@ def verify_section(evidence_dir: Path, console: Console, err: Console) -> None:
         with err.status("patch status: reading every host, dating pending updates from the mirror…"):
             result = run_check(None, None, max_age_days=DEFAULT_MAX_AGE_DAYS, security_only=True)
     except StatusError as exc:
-        err.print(f"[red]patch status unavailable:[/red] {exc}")
+        err.print(f"[red]patch status unavailable:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return
     print_status_summary(result, console)
     if result.violations or result.errors:

@@ -164,17 +164,15 @@ def collect(inventory: Path | None = None, hosts: list[str] | None = None) -> Co
         if host not in found and host not in result.errors:
             what = "unreachable" if counts["unreachable"] else "failed"
             result.errors[host] = f"{what} (ok={counts['ok']}, failed={counts['failed']})"
+    for host, why in result.errors.items():
+        result.errors[host] = (
+            f"{why}; check that the host is up and reachable with the inventory's SSH settings, then re-run "
+            f"(full log: {log_path})"
+        )
     for host in hosts or []:
         if host not in found and host not in result.errors:
             result.errors[host] = f"not a host of {inventory} (see `ansible-inventory -i {inventory} --graph`)"
     if not found and not result.errors:
         tail = " ".join(x.strip() for x in lines[-6:])[:600]
         result.errors["*"] = f"the status playbook reported no host (exit {proc.returncode}): {tail}; log: {log_path}"
-    for host, why in result.errors.items():
-        result.errors[host] = why + (
-            f"; check that the host is up and reachable with the inventory's SSH settings, then re-run "
-            f"(full log: {log_path})"
-            if host != "*"
-            else ""
-        )
     return result
