@@ -607,10 +607,10 @@ def test_the_playbook_reads_a_real_host_and_names_an_unreachable_one(
         "ghost": {"ansible_host": "127.0.0.1", "ansible_port": closed_port(), "ansible_user": "nobody",
                   "ansible_python_interpreter": "/usr/bin/python3"},
     }}}))  # fmt: skip
-    found = status.collect(inventory, ["localhost", "ghost", "nohost"])
+    found = status.collect(inventory, ["localhost", "ghost", "nohost", "all"])  # a pattern matches too
     assert set(found.hosts) == {"localhost"}
     assert "UNREACHABLE" in found.errors["ghost"] and "check that the host is up and reachable" in found.errors["ghost"]
-    assert "not a host of" in found.errors["nohost"]
+    assert "matches no host of" in found.errors["nohost"] and set(found.errors) == {"ghost", "nohost"}
     host = found.hosts["localhost"]
     assert host.boot_id == Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     assert host.installed.get("dpkg") and host.installed.get("python3")

@@ -24,6 +24,7 @@ from billkit.lab.state import INVENTORY, LOG_DIR
 PLAYBOOK = "patch_check.yml"
 # A failed task's first line: "fatal: [host]: UNREACHABLE! => ..." or "fatal: [host]: FAILED! => ..."
 FATAL = re.compile(r"^fatal: \[([^\]]+)\]: (\S+)")
+UNMATCHED = re.compile(r"Could not match supplied host pattern, ignoring: (.+)$")
 
 
 class StatusError(RuntimeError):
@@ -169,9 +170,13 @@ def collect(inventory: Path | None = None, hosts: list[str] | None = None) -> Co
             f"{why}; check that the host is up and reachable with the inventory's SSH settings, then re-run "
             f"(full log: {log_path})"
         )
-    for host in hosts or []:
-        if host not in found and host not in result.errors:
-            result.errors[host] = f"not a host of {inventory} (see `ansible-inventory -i {inventory} --graph`)"
+    for line in lines:  # --hosts names (or patterns) that match nothing: a typo must not pass the gate
+        m = UNMATCHED.search(line)
+        if m:
+            for name in m.group(1).split(","):
+                result.errors[name.strip()] = (
+                    f"matches no host of {inventory} (see `ansible-inventory -i {inventory} --graph`)"
+                )
     if not found and not result.errors:
         tail = " ".join(x.strip() for x in lines[-6:])[:600]
         result.errors["*"] = f"the status playbook reported no host (exit {proc.returncode}): {tail}; log: {log_path}"
