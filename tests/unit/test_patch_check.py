@@ -454,6 +454,7 @@ TASK [PAT-05 | Pending updates, reboot flag and services to restart (read only)]
 fatal: [app-2]: UNREACHABLE! => changed=false
   msg: 'Task failed: Failed to connect to the host via ssh: ssh: connect to host 10.77.20.12 port 22: No route to host'
   unreachable: true
+[ERROR]: Task failed: Failed to connect to the host via ssh: ssh: connect to host 10.77.20.13 port 22: No route to host
 ok: [app-1]
 
 PLAY RECAP *********************************************************************
@@ -467,6 +468,7 @@ def test_an_unreachable_host_makes_the_check_incomplete_and_says_why() -> None:
     failures = status._failures(ANSIBLE_OUT.splitlines())
     assert set(failures) == {"app-2"}
     assert failures["app-2"].startswith("fatal: [app-2]: UNREACHABLE!") and "No route to host" in failures["app-2"]
+    assert failures["app-2"].endswith("unreachable: true")  # nothing of the next host's lines
     data = host_json("http://127.0.0.1:9")
     result = evaluate(collection(("app-1", data), errors=failures), dated(data, {"openssl": 90}), now=NOW)
     assert result.violations and result.exit_code == 2 and result.result == "error"

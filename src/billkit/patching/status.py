@@ -124,13 +124,17 @@ def load_dir(directory: Path) -> dict[str, HostStatus]:
 
 
 def _failures(lines: list[str]) -> dict[str, str]:
-    """Per host, Ansible's own words for why it failed (the fatal line and a few after it)."""
+    """Per host, Ansible's own words for why it failed (the fatal line and its indented result lines)."""
     out: dict[str, str] = {}
     for i, line in enumerate(lines):
         m = FATAL.match(line)
         if m and m.group(1) not in out:
-            detail = " ".join(x.strip() for x in lines[i : i + 6])
-            out[m.group(1)] = detail[:400]
+            detail = [line]
+            for more in lines[i + 1 :]:
+                if not more.startswith((" ", "\t")):
+                    break
+                detail.append(more.strip())
+            out[m.group(1)] = " ".join(detail)[:400]
     return out
 
 
