@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from billkit.patching.age import Dated, release_dates
@@ -28,8 +29,8 @@ CONTROL = "PAT-05"
 PCI_DSS = "6.3.3"
 DEFAULT_MAX_AGE_DAYS = 30
 FIX_VIOLATIONS = (
-    "apply them with `billkit patch` (security updates, one host at a time; the same playbooks/patch.yml "
-    "runs on EC2), then run `billkit patch --check` again"
+    "run `billkit patch` (it refreshes each host's package lists and installs its security updates, one host at a "
+    "time; on EC2 the same playbooks/patch.yml), then run `billkit patch --check` again"
 )
 
 
@@ -251,18 +252,23 @@ def _age_cell(row: Row) -> str:
     return f"[red]{days}[/red]" if row.overdue else days
 
 
+# Wide enough for a pending update's row when the output is a CI log rather than a terminal.
+LOG_WIDTH = 200
+
+
 def print_table(result: CheckResult, console: Console) -> None:
-    title = f"Pending {'security ' if result.mode == 'security' else ''}updates ({CONTROL}: none older than " \
-            f"{result.max_age_days} days)"  # fmt: skip
-    table = Table(title=title)
-    for col in ("host", "package", "installed → candidate", "security", "age (days)", "reboot required",
-                "services to restart"):  # fmt: skip
+    which = "security updates" if result.mode == "security" else "updates"
+    console.print(f"[bold]Pending {which}[/bold] ({CONTROL}: no security update older than {result.max_age_days} days)")
+    table = Table()
+    for col in ("host", "package", "installed → candidate", "security", "age (days)"):
+        table.add_column(col, no_wrap=True)
+    for col in ("reboot required", "services to restart"):
         table.add_column(col, overflow="fold")
     for host in result.hosts:
         reboot = "yes: " + "; ".join(_reboot_reasons(host)) if host.needs_reboot else "no"
-        services = ", ".join(host.services) or "-"
+        services = escape(", ".join(host.services) or "-")
         if host.needrestart_error:
-            services += f" ({host.needrestart_error})"
+            services = escape(f"unknown ({host.needrestart_error})")
         rows = result.rows.get(host.host, [])
         if not rows:
             table.add_row(host.host, "[dim]none pending[/dim]", "", "", "", reboot, services)
@@ -273,7 +279,7 @@ def print_table(result: CheckResult, console: Console) -> None:
                 reboot if i == 0 else "", services if i == 0 else "",
             )  # fmt: skip
     for host in sorted(result.errors):
-        table.add_row(host, "[red]status unreadable[/red]", "", "", "", "", "")
+        table.add_row(escape(host), "[red]status unreadable[/red]", "", "", "", "", "")
     console.print(table)
 
 
@@ -288,15 +294,16 @@ def summary(result: CheckResult) -> str:
 def explain(result: CheckResult, err: Console) -> None:
     """What failed and what to do, on stderr (the formats stay clean on stdout)."""
     if result.violations:
-        err.print(f"[red]{CONTROL} gate failed: {len(result.violations)} violation(s)[/red]")
+        failed = f"[red]{CONTROL} gate failed: {len(result.violations)} violation(s)[/red]"
+        err.print(f"{failed} ({summary(result)})", soft_wrap=True)
         by_reason: dict[str, list[str]] = {}  # the same finding on many hosts is printed once
         for v in result.violations:
             by_reason.setdefault(v.reason, []).append(v.host)
         for reason, hosts in by_reason.items():
-            err.print(f"  {', '.join(hosts)}: {reason}", markup=False, highlight=False)
-        err.print(f"To fix: {FIX_VIOLATIONS}.", markup=False, highlight=False)
+            err.print(f"  {', '.join(hosts)}: {reason}", markup=False, highlight=False, soft_wrap=True)
+        err.print(f"To fix: {FIX_VIOLATIONS}.", markup=False, highlight=False, soft_wrap=True)
     for host, message in sorted(result.errors.items()):
-        err.print(f"[red]error:[/red] {host}: {message}", highlight=False)
+        err.print(f"[red]error:[/red] {escape(host)}: {escape(message)}", highlight=False, soft_wrap=True)
     if result.errors:
         err.print("The check is incomplete (exit 2): fix the hosts above and run it again.")
     if not result.violations and not result.errors:
@@ -331,13 +338,15 @@ def cmd_check(
         with err.status("reading each host's patch status, then dating its updates from the mirror…"):
             result = run_check(inventory, hosts, max_age_days=max_age_days, security_only=security_only)
     except StatusError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return 2
     if output == "json":
         sys.stdout.write(json.dumps(as_json(result), indent=2, sort_keys=True) + "\n")
     elif output == "junit":
         sys.stdout.write(as_junit(result))
     else:
+        if not console.is_terminal and console.width < LOG_WIDTH:
+            console = Console(width=LOG_WIDTH)  # a CI log: one line per update rather than folded cells
         print_table(result, console)
     explain(result, err)
     err.print(f"[dim]checked in {time.monotonic() - start:.1f}s[/dim]")
@@ -348,15 +357,22 @@ def cmd_check(
 
 
 def latest_evidence(evidence_dir: Path) -> tuple[Path, dict[str, Any]] | None:
-    """The newest ``patch-<time>.json`` (names sort by time); None when no rollout was recorded."""
-    for path in sorted(evidence_dir.glob("patch-*.json"), reverse=True):
+    """The newest ``patch-<time>.json`` by its start time; None when no rollout was recorded.
+
+    A file that cannot be read as a patch record is passed over (the next newest is shown).
+    """
+    found: list[tuple[str, str, Path, dict[str, Any]]] = []
+    for path in evidence_dir.glob("patch-*.json"):
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
         if isinstance(data, dict) and data.get("kind", "patch") == "patch":
-            return path, data
-    return None
+            found.append((str(data.get("started", "")), path.name, path, data))
+    if not found:
+        return None
+    _, _, path, data = max(found, key=lambda f: (f[0], f[1]))
+    return path, data
 
 
 def print_evidence(evidence_dir: Path, console: Console) -> None:
@@ -369,17 +385,18 @@ def print_evidence(evidence_dir: Path, console: Console) -> None:
     result = ev.get("result", "?")
     colour = "green" if result == "ok" else "red"
     when = f"{ev.get('started', '?')} → {ev.get('finished', '?')}"
-    title = (
-        f"Latest patch run (PAT-07; {path.name}): {when}, {ev.get('mode', '?')} updates, [{colour}]{result}[/{colour}]"
+    mode = ev.get("mode", "?")
+    console.print(
+        f"[bold]Latest patch run[/bold] (PAT-07; {path.name}): {when}, {mode} updates, [{colour}]{result}[/{colour}]"
     )
-    table = Table(title=title)
+    table = Table()
     for col in ("host", "role", "duration", "packages", "rebooted", "restarted services", "health"):
         table.add_column(col, overflow="fold")
     for h in ev.get("hosts") or []:
         health = h.get("health") or {}
         ok = health.get("ok")
         verdict = "[green]ok[/green]" if ok else "[red]failed[/red]" if ok is False else "?"
-        detail = f" {health['detail']}" if health.get("detail") and not ok else ""
+        detail = f" {escape(str(health['detail']))}" if health.get("detail") and not ok else ""
         duration = h.get("duration_s")
         table.add_row(
             h.get("host", "?"), h.get("role", ""), f"{duration:.0f}s" if isinstance(duration, int | float) else "?",
@@ -388,7 +405,8 @@ def print_evidence(evidence_dir: Path, console: Console) -> None:
         )  # fmt: skip
     console.print(table)
     if ev.get("stopped_at"):
-        console.print(f"[red]stopped at {ev['stopped_at']}[/red]: {ev.get('message', '')}", highlight=False)
+        stopped = escape(f"stopped at {ev['stopped_at']}")
+        console.print(f"[red]{stopped}[/red]: {escape(str(ev.get('message', '')))}", highlight=False)
     elif ev.get("message"):
         console.print(ev["message"], markup=False, highlight=False)
     load = ev.get("load")
@@ -403,8 +421,10 @@ def print_evidence(evidence_dir: Path, console: Console) -> None:
 
 def print_status_summary(result: CheckResult, console: Console) -> None:
     """Per host: pending security updates, the oldest one's age, the gate's verdict."""
-    table = Table(title=f"Patch status now ({CONTROL}: no security update older than {result.max_age_days} days; "
-                        "`billkit patch --check` for details)")  # fmt: skip
+    limit = result.max_age_days
+    console.print(f"[bold]Patch status now[/bold] ({CONTROL}: no security update older than {limit} days; "
+                  "`billkit patch --check` for details)")  # fmt: skip
+    table = Table()
     for col in ("host", "pending security updates", "oldest (days)", "reboot required", "gate"):
         table.add_column(col)
     for host in result.hosts:
@@ -417,7 +437,7 @@ def print_status_summary(result: CheckResult, console: Console) -> None:
         table.add_row(host.host, str(len(rows)), oldest, "yes" if host.needs_reboot else "no",
                       "[red]fail[/red]" if failed else "[green]pass[/green]")  # fmt: skip
     for host in sorted(result.errors):
-        table.add_row(host, "?", "?", "?", "[red]error[/red]")
+        table.add_row(escape(host), "?", "?", "?", "[red]error[/red]")
     console.print(table)
     verdict = {"pass": "[green]pass[/green]", "fail": "[red]fail[/red]", "error": "[red]incomplete[/red]"}
     console.print(f"{CONTROL} gate: {verdict[result.result]} ({summary(result)})")
@@ -430,7 +450,7 @@ def verify_section(evidence_dir: Path, console: Console, err: Console) -> None:
         with err.status("patch status: reading every host, dating pending updates from the mirror…"):
             result = run_check(None, None, max_age_days=DEFAULT_MAX_AGE_DAYS, security_only=True)
     except StatusError as exc:
-        err.print(f"[red]patch status unavailable:[/red] {exc}")
+        err.print(f"[red]patch status unavailable:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return
     print_status_summary(result, console)
     if result.violations or result.errors:

@@ -24,6 +24,7 @@ from billkit.lab.state import INVENTORY, LOG_DIR
 PLAYBOOK = "patch_check.yml"
 # A failed task's first line: "fatal: [host]: UNREACHABLE! => ..." or "fatal: [host]: FAILED! => ..."
 FATAL = re.compile(r"^fatal: \[([^\]]+)\]: (\S+)")
+UNMATCHED = re.compile(r"Could not match supplied host pattern, ignoring: (.+)$")
 
 
 class StatusError(RuntimeError):
@@ -123,13 +124,17 @@ def load_dir(directory: Path) -> dict[str, HostStatus]:
 
 
 def _failures(lines: list[str]) -> dict[str, str]:
-    """Per host, Ansible's own words for why it failed (the fatal line and a few after it)."""
+    """Per host, Ansible's own words for why it failed (the fatal line and its indented result lines)."""
     out: dict[str, str] = {}
     for i, line in enumerate(lines):
         m = FATAL.match(line)
         if m and m.group(1) not in out:
-            detail = " ".join(x.strip() for x in lines[i : i + 6])
-            out[m.group(1)] = detail[:400]
+            detail = [line]
+            for more in lines[i + 1 :]:
+                if not more.startswith((" ", "\t")):
+                    break
+                detail.append(more.strip())
+            out[m.group(1)] = " ".join(detail)[:400]
     return out
 
 
@@ -164,17 +169,19 @@ def collect(inventory: Path | None = None, hosts: list[str] | None = None) -> Co
         if host not in found and host not in result.errors:
             what = "unreachable" if counts["unreachable"] else "failed"
             result.errors[host] = f"{what} (ok={counts['ok']}, failed={counts['failed']})"
-    for host in hosts or []:
-        if host not in found and host not in result.errors:
-            result.errors[host] = f"not a host of {inventory} (see `ansible-inventory -i {inventory} --graph`)"
+    for host, why in result.errors.items():
+        result.errors[host] = (
+            f"{why}; check that the host is up and reachable with the inventory's SSH settings, then re-run "
+            f"(full log: {log_path})"
+        )
+    for line in lines:  # --hosts names (or patterns) that match nothing: a typo must not pass the gate
+        m = UNMATCHED.search(line)
+        if m:
+            for name in m.group(1).split(","):
+                result.errors[name.strip()] = (
+                    f"matches no host of {inventory} (see `ansible-inventory -i {inventory} --graph`)"
+                )
     if not found and not result.errors:
         tail = " ".join(x.strip() for x in lines[-6:])[:600]
         result.errors["*"] = f"the status playbook reported no host (exit {proc.returncode}): {tail}; log: {log_path}"
-    for host, why in result.errors.items():
-        result.errors[host] = why + (
-            f"; check that the host is up and reachable with the inventory's SSH settings, then re-run "
-            f"(full log: {log_path})"
-            if host != "*"
-            else ""
-        )
     return result

@@ -170,8 +170,11 @@ def pending(cache) -> list[dict[str, object]]:
 
 
 def collect() -> dict[str, object]:
-    import apt
-    import apt_pkg
+    try:
+        import apt
+        import apt_pkg
+    except ImportError:
+        sys.exit("patch_status: python3-apt is missing on this host: install it (apt-get install python3-apt)")
 
     apt_pkg.init_config()
     # Build apt's package cache in memory: reading the status must not rewrite /var/cache/apt.
