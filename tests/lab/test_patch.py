@@ -132,6 +132,8 @@ def drill() -> dict[str, Any]:
         seen["full"] = _patch("--under-load")
     seen["vault_lost"], seen["vault_acked"] = writer.lost(), len(writer.acked)
     seen["after"] = _status()
+    seen["gate_after"] = subprocess.run([sys.executable, "-m", "billkit", "patch", "--check", "--format", "json"],
+                                        cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
     try:  # archives the current WAL segment through the patched store, and checks it arrived
         backups.pgbackrest(backups.db_host(), "check", timeout=300)
         seen["archive_error"] = None
@@ -179,6 +181,13 @@ def test_rollout_under_load_fails_no_request_and_leaves_no_security_update(drill
         assert r["health"]["ok"] and r["boot_id_before"] and r["duration_s"], r
         for p in r["packages"]:  # evidence an assessor can compare with the published updates
             assert p["name"] and p["after"] and p["before"] != p["after"], p
+
+
+@pytest.mark.control("PAT-05")
+def test_the_gate_passes_once_the_rollout_is_done(drill: dict[str, Any]) -> None:
+    gate = drill["gate_after"]
+    report = json.loads(gate.stdout)
+    assert gate.returncode == 0 and report["result"] == "pass", report.get("violations", [])[:5]
 
 
 @pytest.mark.control("PAT-06")
