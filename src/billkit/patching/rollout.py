@@ -76,7 +76,7 @@ class Progress:
         if row["phase"].startswith("failed") or row["phase"] == "done":
             return
         if m.group(1) in ("fatal", "failed"):
-            row["phase"], row["end"] = f"failed in {row['phase']}", time.monotonic()
+            row["phase"], row["end"] = f"failed in {self.task_phase}", time.monotonic()
         elif self.task_phase == "evidence":  # the record is written once the host is through
             row["phase"], row["end"] = "done", time.monotonic()
         elif self.task_phase not in ("start", "failed"):
