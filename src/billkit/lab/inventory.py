@@ -37,7 +37,9 @@ def inbound_flows(h: LabHost) -> list[dict[str, Any]]:
         if f.src == OPERATOR:
             sources = [h.gateway]  # the machine, on this host's bridge
         elif f.src == INTERNET:
-            sources = ["0.0.0.0/0"]  # anyone the router lets through (the published port)
+            # In the lab the internet arrives only through the machine (its published port), from its
+            # address on the tier's bridge: a peer on the same bridge is not the internet.
+            sources = [h.gateway]
         elif f.src == GATEWAY:
             sources = [h.gateway]
         else:
