@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 from rich.console import Console
@@ -31,24 +34,46 @@ def missing_packages(packages: list[str]) -> list[str]:
 
 
 def ensure_packages(packages: list[str], why: str) -> list[str]:
-    """Install the Debian packages the machine lacks (idempotent); return what was installed."""
-    missing = missing_packages(packages)
-    if not missing:
+    """Install the Debian packages the machine lacks (idempotent); return what was installed.
+
+    The kit's own processes take turns (the lab and the fast tests run side by side); apt's lock timeout
+    covers anything else holding it."""
+    if not missing_packages(packages):
         return []
     if os.geteuid() != 0:
-        raise PrerequisiteError(f"{why} needs Debian packages {' '.join(missing)}: run as root, or install them")
-    console.print(f"[bold]installing[/bold] {' '.join(missing)} ({why})")
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    update = subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True, text=True, check=False)
-    if update.returncode != 0:
-        raise PrerequisiteError(f"apt-get update failed (is the Debian mirror reachable?):\n{update.stderr[-2000:]}")
-    proc = subprocess.run(
-        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
-        env=env, capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    if proc.returncode != 0:
-        raise PrerequisiteError(f"apt-get install {' '.join(missing)} failed:\n{proc.stderr[-2000:]}")
-    return missing
+        raise PrerequisiteError(f"{why} needs Debian packages {' '.join(missing_packages(packages))}: "
+                                "run as root, or install them")  # fmt: skip
+    with _apt_turn():
+        missing = missing_packages(packages)
+        if not missing:
+            return []
+        console.print(f"[bold]installing[/bold] {' '.join(missing)} ({why})")
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        wait = ["-o", "DPkg::Lock::Timeout=600"]
+        update = subprocess.run(["apt-get", *wait, "update", "-qq"], env=env, capture_output=True, text=True,
+                                check=False)  # fmt: skip
+        if update.returncode != 0:
+            raise PrerequisiteError(
+                f"apt-get update failed (is the Debian mirror reachable?):\n{update.stderr[-2000:]}"
+            )
+        proc = subprocess.run(
+            ["apt-get", *wait, "install", "-y", "-qq", "--no-install-recommends", *missing],
+            env=env, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if proc.returncode != 0:
+            raise PrerequisiteError(f"apt-get install {' '.join(missing)} failed:\n{proc.stderr[-2000:]}")
+        return missing
+
+
+@contextlib.contextmanager
+def _apt_turn() -> Iterator[None]:
+    # an advisory lock on dpkg's own directory: nothing to create, nothing left behind
+    fd = os.open("/var/lib/dpkg", os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def debian_mirror() -> str:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -33,23 +36,53 @@ def lint_steps() -> list[tuple[str, list[str]]]:
     return steps
 
 
+def _pytest(marker: str | None, pytest_args: list[str]) -> list[str]:
+    return [sys.executable, "-m", "pytest", *(["-m", marker] if marker else []), *pytest_args]
+
+
+def _verdict(rc: int, pytest_args: list[str]) -> int:
+    return 1 if rc == 5 and not pytest_args else rc  # a whole suite collecting nothing fails
+
+
 def run_suite(pytest_args: list[str], *, fast: bool = False, lint: bool = True) -> int:
+    """Lint, then pytest. The whole suite runs the lab's tests in a second pytest started first: bringing
+    the lab up is mostly waiting on packages and services, which the linters and the fast tests fill."""
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
     failed: list[str] = []
-    if lint:
-        for name, cmd in lint_steps():
-            console.print(f"[bold]==> {name}[/bold]")
-            start = time.monotonic()
-            rc = subprocess.run(cmd, cwd=ROOT, env=env, check=False).returncode
-            verdict = "[green]ok[/green]" if rc == 0 else f"[red]failed (exit {rc})[/red]"
-            console.print(f"    {name}: {verdict} in {time.monotonic() - start:.1f}s")
-            if rc != 0:
-                failed.append(name)
-        if failed:
-            console.print(f"[red]lint failed: {', '.join(failed)}[/red] — running the tests anyway")
-    args = [sys.executable, "-m", "pytest", *(["-m", "not lab"] if fast else []), *pytest_args]
-    console.print(f"[bold]==> pytest[/bold] {' '.join(args[3:])}")
-    rc = subprocess.run(args, cwd=ROOT, env=env, check=False).returncode
-    if rc == 5 and not pytest_args:
-        rc = 1  # the whole suite collecting nothing is a failure, not a pass
+    lab: subprocess.Popen[bytes] | None = None
+    lab_log = tempfile.NamedTemporaryFile(prefix="billkit-lab-tests-", suffix=".log", delete=False)  # noqa: SIM115
+    if not fast and not pytest_args:
+        console.print(f"[bold]==> pytest (lab)[/bold] -m lab, in the background: tail -f {lab_log.name}")
+        lab = subprocess.Popen(_pytest("lab", []), cwd=ROOT, env=env, stdout=lab_log, stderr=subprocess.STDOUT,
+                               start_new_session=True)  # fmt: skip
+    try:
+        if lint:
+            for name, cmd in lint_steps():
+                console.print(f"[bold]==> {name}[/bold]")
+                start = time.monotonic()
+                rc = subprocess.run(cmd, cwd=ROOT, env=env, check=False).returncode
+                verdict = "[green]ok[/green]" if rc == 0 else f"[red]failed (exit {rc})[/red]"
+                console.print(f"    {name}: {verdict} in {time.monotonic() - start:.1f}s")
+                if rc != 0:
+                    failed.append(name)
+            if failed:
+                console.print(f"[red]lint failed: {', '.join(failed)}[/red] — running the tests anyway")
+        args = _pytest("not lab" if fast or lab else None, pytest_args)
+        console.print(f"[bold]==> pytest[/bold] {' '.join(args[3:])}")
+        rc = _verdict(subprocess.run(args, cwd=ROOT, env=env, check=False).returncode, pytest_args)
+        if lab is not None:
+            console.print(f"[bold]==> pytest (lab)[/bold] waiting for the lab's tests ({lab_log.name})")
+            lab_rc = _verdict(lab.wait(), pytest_args)
+            lab = None
+            sys.stdout.flush()
+            with open(lab_log.name, "rb") as f:
+                shutil.copyfileobj(f, sys.stdout.buffer)
+            sys.stdout.flush()
+            rc = rc or lab_rc
+    finally:
+        if lab is not None:  # interrupted: one SIGINT to the lab's pytest, whose teardown then runs
+            lab.send_signal(signal.SIGINT)
+            lab.wait()
+        lab_log.close()
+        Path(lab_log.name).unlink(missing_ok=True)
     return rc or (1 if failed else 0)

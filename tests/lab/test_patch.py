@@ -70,8 +70,8 @@ class VaultWriter:
         with vault_root() as c:
             # an orphan: the root token that makes it is revoked at the end of this block
             self.token = c.auth.token.create(policies=["default"], ttl="2h", no_parent=True)["auth"]["client_token"]
-        cluster, _ = open_cluster(lab_nodes(), vault_lab.state())
-        self.clients = [cluster.client(n, self.token) for n in cluster.nodes]
+        self.cluster, _ = open_cluster(lab_nodes(), vault_lab.state())
+        self.clients = [self.cluster.client(n, self.token) for n in self.cluster.nodes]
         self.acked: list[str] = []
         self.refused = 0
         self._stop = threading.Event()
@@ -98,16 +98,14 @@ class VaultWriter:
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        self._t.join(timeout=30)
+        # a write in flight may try every node (10 s each): the read-back must not race it
+        self._t.join(timeout=60)
+        assert not self._t.is_alive(), "the Vault writer did not stop"
 
     def lost(self) -> list[str]:
-        for c in self.clients:
-            try:
-                keys = set(c.list("cubbyhole/")["data"]["keys"])
-                return [k for k in self.acked if k not in keys]
-            except Exception:  # noqa: BLE001, S112
-                continue
-        raise AssertionError("no Vault node answered the read-back")
+        # read from the active node: what a standby holds may trail the leader's last commit
+        keys = set(self.cluster.active_client(self.token).list("cubbyhole/")["data"]["keys"])
+        return [k for k in self.acked if k not in keys]
 
 
 @pytest.fixture(scope="module")

@@ -329,7 +329,9 @@ def _backup_steps() -> list[Step]:
 
 BILLING_APP = Playbook("billing_app.yml", "the billing app on the app hosts (venv, sandboxed unit, AppRole)",
                        ("billing_app",))  # fmt: skip
-WAF = Playbook("waf.yml", "nginx + ModSecurity CRS on edge-1 (TLS, HSTS, rate limit, both app hosts)", ("waf",))
+WAF = Playbook(
+    "waf.yml", "nginx + ModSecurity CRS and the floating address on the edge hosts (TLS, HSTS, rate limit)", ("waf",)
+)
 
 
 def _app_wheelhouse(state: LabState, progress: Progress) -> None:

@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.live import Live
@@ -32,8 +32,11 @@ from billkit.lab.state import EVIDENCE_DIR, INVENTORY, LAB_DIR
 from billkit.patching.load import LoadLoop, measure
 from infra.topology import APP_PORT, HTTPS, LAB_PUBLISHED_HTTPS, POSTGRES, VAULT_API, lab_hosts
 
+if TYPE_CHECKING:
+    import hvac
+
 console = Console(stderr=True)
-STEP_DOWN_POLICY = "patching"  # src/billkit/vault/policies/patching.hcl: sys/step-down only
+STEP_DOWN_POLICY = "patching"  # src/billkit/vault/policies/patching.hcl: sys/step-down and revoke-self only
 TASK = re.compile(r"^TASK \[patching : (PAT-\d+) \| (\w+) \|")
 HOST_RESULT = re.compile(r"^(ok|changed|fatal|failed|skipping): \[([^\]\s]+)")
 
@@ -94,24 +97,30 @@ class Progress:
         return t
 
 
+def step_down_token(c: hvac.Client) -> str:
+    """The run's only Vault credential: an orphan that may make the active node step down, then revoke
+    itself; it expires by itself within 2 h should the run die."""
+    return c.auth.token.create(
+        policies=[STEP_DOWN_POLICY],
+        no_parent=True,
+        ttl="2h",
+        renewable=False,
+        no_default_policy=True,
+        meta={"purpose": "billkit patch"},
+    )["auth"]["client_token"]
+
+
 @contextlib.contextmanager
 def lab_stand_ins() -> Iterator[str]:
     """The lab's stand-ins for AWS during a run: a step-down token, and an unsealer for restarted nodes."""
     from billkit.lab.app import vault_root
     from billkit.vault import lab as vault_lab
-    from billkit.vault.bootstrap import unseal_all
+    from billkit.vault.bootstrap import VaultError, revoke_token, unseal_all
     from billkit.vault.deploy import open_cluster
     from billkit.vault.server import lab_nodes
 
     with vault_root() as c:
-        token = c.auth.token.create(
-            policies=[STEP_DOWN_POLICY],
-            no_parent=True,
-            ttl="2h",
-            renewable=False,
-            no_default_policy=True,
-            meta={"purpose": "billkit patch"},
-        )["auth"]["client_token"]
+        token = step_down_token(c)
     cluster, _ = open_cluster(lab_nodes(), vault_lab.state())
     stop = threading.Event()
 
@@ -127,8 +136,10 @@ def lab_stand_ins() -> Iterator[str]:
     finally:
         stop.set()
         t.join(timeout=10)
-        with contextlib.suppress(Exception), vault_root() as c:
-            c.auth.token.revoke(token)
+        try:
+            revoke_token(cluster, token)  # the policy allows revoke-self: no root session for this
+        except VaultError as exc:
+            console.print(f"[yellow]the step-down token was not revoked (it expires within 2 h): {exc}[/yellow]")
 
 
 def packages_changed(before: dict[str, Any] | None, after: dict[str, Any] | None) -> list[dict[str, Any]]:

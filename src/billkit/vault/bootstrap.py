@@ -285,7 +285,7 @@ def revoke_token(cluster: Cluster, token: str) -> None:
         except (hvac.exceptions.VaultError, requests.exceptions.RequestException, VaultError) as exc:
             last = exc
             time.sleep(1)
-    raise VaultError(f"could not revoke a root token ({last}); revoke it by hand: bao token revoke -self")
+    raise VaultError(f"could not revoke a token ({last}); revoke it by hand: bao token revoke -self")
 
 
 @contextlib.contextmanager

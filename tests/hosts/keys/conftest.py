@@ -15,6 +15,7 @@ import hvac
 import pyotp
 import pytest
 
+from billkit.patching.rollout import step_down_token
 from billkit.vault import configure
 from billkit.vault.bootstrap import Cluster, root_session
 from billkit.vault.deploy import Result, StateLayout, converge, open_cluster
@@ -95,4 +96,5 @@ def _setup(c: hvac.Client, stack: contextlib.ExitStack, local: LocalCluster, clu
         probe_wrapped_secret=configure.wrapped_secret_id(c, CIDR_PROBE_ROLE),
         db_admin_initial_password=admin_pw, service_cert_token=orphan("service-certs"),
         rotator_token=orphan("key-rotation"), backup_token=orphan("backup-agent"),
+        patching_token=step_down_token(c),
     )  # fmt: skip

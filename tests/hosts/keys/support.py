@@ -109,6 +109,7 @@ class VaultEnv:
     service_cert_token: str
     rotator_token: str
     backup_token: str
+    patching_token: str  # what `billkit patch` carries (billkit.patching.rollout.step_down_token)
     operator_token: str = ""  # from a password + TOTP login, done once per session
     operator_code_used: str = ""
 

@@ -185,3 +185,23 @@ def test_ssh_ca_signs_operator_keys_for_a_short_time(vault: VaultEnv, tmp_path: 
         configure.sign_ssh_key(c, pub, "root")  # principals are limited
     with pytest.raises(hvac.exceptions.Forbidden):
         configure.sign_ssh_key(vault.client(vault.app_token), pub, "ops")
+
+
+@pytest.mark.control("RBAC-04", "PAT-04")
+def test_the_patch_runs_token_can_only_step_down_and_revoke_itself(vault: VaultEnv) -> None:
+    """Stolen from a patch run, the token reads no key, no secret, no policy, and mints no token."""
+    c = vault.client(vault.patching_token)
+    me = c.auth.token.lookup_self  # lookup-self is in the default policy, which this token lacks
+    with pytest.raises(hvac.exceptions.Forbidden):
+        me()
+    with pytest.raises(hvac.exceptions.Forbidden):
+        c.secrets.transit.encrypt_data("pan", PAN)
+    with pytest.raises(hvac.exceptions.Forbidden):
+        c.sys.read_acl_policy("patching")
+    with pytest.raises(hvac.exceptions.Forbidden):
+        c.auth.token.create(policies=["patching"])
+    with pytest.raises(hvac.exceptions.Forbidden):
+        c.write("cubbyhole/stash", value="x")  # not even a cubbyhole: no default policy
+    c.auth.token.revoke_self()
+    with pytest.raises(hvac.exceptions.Forbidden):  # revoked: the token is gone
+        c.auth.token.revoke_self()
