@@ -268,6 +268,9 @@ def patch(
     under_load: Annotated[
         bool, typer.Option("--under-load", help="Send requests through the WAF during the rollout and count failures.")
     ] = False,
+    health_timeout: Annotated[
+        int, typer.Option(min=10, help="Seconds a host may take to pass its health check before the rollout stops.")
+    ] = 60,
 ) -> None:
     """Patch the hosts one at a time (drained, restarted or rebooted, health-checked), recording evidence;
     with --check, report pending updates and fail when a security update is older than the limit (PAT-05).
@@ -285,7 +288,8 @@ def patch(
     from billkit.patching.rollout import rollout
 
     try:
-        rc = rollout(hosts=host_list, security_only=security_only, under_load=under_load, inventory=inventory)
+        rc = rollout(hosts=host_list, security_only=security_only, under_load=under_load, inventory=inventory,
+                     health_timeout=health_timeout)  # fmt: skip
     except StepError as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None

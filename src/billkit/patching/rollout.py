@@ -41,12 +41,13 @@ TASK = re.compile(r"^TASK \[patching : (PAT-\d+) \| (\w+) \|")
 HOST_RESULT = re.compile(r"^(ok|changed|fatal|failed|skipping): \[([^\]\s]+)")
 
 
-def playbook_vars(mode: str, evidence_dir: Path, vault_token: str) -> dict[str, Any]:
+def playbook_vars(mode: str, evidence_dir: Path, vault_token: str, health_timeout: int = 60) -> dict[str, Any]:
     """What the playbook takes from the controller: ports from the topology, the mode, where records go."""
     from billkit.lab.app import SERVICE
 
     return {
         "patching_mode": mode,
+        "patching_health_timeout": health_timeout,
         "patching_https_port": HTTPS,
         "patching_app_port": APP_PORT,
         "patching_vault_port": VAULT_API,
@@ -177,7 +178,8 @@ def host_record(raw: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def rollout(*, hosts: list[str] | None, security_only: bool, under_load: bool, inventory: Path | None) -> int:
+def rollout(*, hosts: list[str] | None, security_only: bool, under_load: bool, inventory: Path | None,
+            health_timeout: int = 60) -> int:  # fmt: skip
     """Patch the hosts one at a time; write the evidence; return the exit code (0 ok, 1 stopped)."""
     lab = inventory is None
     names = hosts or [h.name for h in lab_hosts()]
@@ -197,7 +199,7 @@ def rollout(*, hosts: list[str] | None, security_only: bool, under_load: bool, i
             baseline = measure("127.0.0.1", port, ca, 10)
             loop = LoadLoop("127.0.0.1", port, ca).start()
         variables = work / "vars.json"
-        variables.write_text(json.dumps(playbook_vars(mode, work, token)))
+        variables.write_text(json.dumps(playbook_vars(mode, work, token, health_timeout)))
         variables.chmod(0o600)
         progress = Progress(names)
         t0 = time.monotonic()
