@@ -52,7 +52,7 @@ def run_suite(pytest_args: list[str], *, fast: bool = False, lint: bool = True) 
     lab: subprocess.Popen[bytes] | None = None
     lab_log = tempfile.NamedTemporaryFile(prefix="billkit-lab-tests-", suffix=".log", delete=False)  # noqa: SIM115
     if not fast and not pytest_args:
-        console.print(f"[bold]==> pytest (lab)[/bold] -m lab, in the background: tail -f {lab_log.name}")
+        console.print(f"[bold]==> pytest (lab)[/bold] in the background: tail -f {lab_log.name}", soft_wrap=True)
         lab = subprocess.Popen(_pytest("lab", []), cwd=ROOT, env=env, stdout=lab_log, stderr=subprocess.STDOUT,
                                start_new_session=True)  # fmt: skip
     try:
@@ -71,7 +71,7 @@ def run_suite(pytest_args: list[str], *, fast: bool = False, lint: bool = True) 
         console.print(f"[bold]==> pytest[/bold] {' '.join(args[3:])}")
         rc = _verdict(subprocess.run(args, cwd=ROOT, env=env, check=False).returncode, pytest_args)
         if lab is not None:
-            console.print(f"[bold]==> pytest (lab)[/bold] waiting for the lab's tests ({lab_log.name})")
+            console.print(f"[bold]==> pytest (lab)[/bold] waiting for the lab's tests ({lab_log.name})", soft_wrap=True)
             lab_rc = _verdict(lab.wait(), pytest_args)
             lab = None
             sys.stdout.flush()

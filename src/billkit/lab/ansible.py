@@ -51,7 +51,7 @@ def ansible_env() -> dict[str, str]:
     return dict(
         os.environ,
         PATH=f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}",
-        ANSIBLE_FORKS="8",
+        ANSIBLE_FORKS="12",  # every lab host in one wave (10 hosts)
         ANSIBLE_PIPELINING="true",
         ANSIBLE_HOST_KEY_CHECKING="true",
         ANSIBLE_NOCOLOR="true",
