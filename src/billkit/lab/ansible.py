@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import subprocess
@@ -46,12 +47,19 @@ def parse_recap(text: str) -> Recap:
     return recap
 
 
-def ansible_env() -> dict[str, str]:
+# Playbooks run with Ansible's own strategy: the patch run reboots hosts in the middle of a play, and
+# its read-only twin reports unreachable hosts in the words the gate reads. Every other playbook runs
+# under Mitogen's: one Python per host for the whole run instead of one per task, 3.5 times faster
+# on the lab's hosts (harden.yml on three hosts, 24.7 s against 87.8 s), with the same results.
+STOCK_STRATEGY = frozenset({"patch.yml", "patch_check.yml"})
+
+
+def ansible_env(*, mitogen: bool = False) -> dict[str, str]:
     bindir = str(Path(sys.executable).parent)
-    return dict(
+    env = dict(
         os.environ,
         PATH=f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}",
-        ANSIBLE_FORKS="12",  # every lab host in one wave (10 hosts)
+        ANSIBLE_FORKS="12",  # every lab host in one wave (9 hosts)
         ANSIBLE_PIPELINING="true",
         ANSIBLE_HOST_KEY_CHECKING="true",
         ANSIBLE_NOCOLOR="true",
@@ -60,6 +68,12 @@ def ansible_env() -> dict[str, str]:
         ANSIBLE_LOCAL_TEMP=str(LOG_DIR.parent / "ansible-tmp"),
         ANSIBLE_CALLBACK_RESULT_FORMAT="yaml",
     )
+    if mitogen:
+        spec = importlib.util.find_spec("ansible_mitogen")
+        if spec and spec.submodule_search_locations:
+            env["ANSIBLE_STRATEGY_PLUGINS"] = str(Path(spec.submodule_search_locations[0]) / "plugins" / "strategy")
+            env["ANSIBLE_STRATEGY"] = "mitogen_linear"
+    return env
 
 
 def run_playbook(playbook: str, *, on_task=None, limit: str | None = None, on_line=None,
@@ -77,8 +91,9 @@ def run_playbook(playbook: str, *, on_task=None, limit: str | None = None, on_li
     lines: list[str] = []
     start = time.monotonic()
     with open(log_path, "w", encoding="utf-8") as log:
-        proc = subprocess.Popen(cmd, cwd=PLAYBOOKS, env=ansible_env(), stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL)  # fmt: skip
+        env = ansible_env(mitogen=Path(playbook).name not in STOCK_STRATEGY)
+        proc = subprocess.Popen(cmd, cwd=PLAYBOOKS, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, stdin=subprocess.DEVNULL)  # fmt: skip
         for line in proc.stdout or ():
             log.write(line)
             lines.append(line.rstrip("\n"))
