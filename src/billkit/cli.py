@@ -46,7 +46,11 @@ def up() -> None:
 @app.command()
 def down(
     purge: Annotated[
-        bool, typer.Option("--purge", help="Also delete the hosts' disks (the base image stays).")
+        bool,
+        typer.Option(
+            "--purge",
+            help="Also delete the hosts' disks and the state made for them (base image, apt cache, records stay).",
+        ),
     ] = False,
 ) -> None:
     """Tear the local lab down and leave the machine as it was found."""

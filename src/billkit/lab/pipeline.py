@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 from rich.console import Console
 
@@ -31,7 +32,6 @@ from billkit.lab.ansible import Recap, run_playbook
 from billkit.lab.inventory import write_inventory
 from billkit.lab.procs import StepError
 from billkit.lab.state import (
-    HOSTS_DIR,
     LAB_DIR,
     LOG_DIR,
     STATE_FILE,
@@ -251,13 +251,33 @@ def down(purge: bool = False) -> None:
         Step("unmount leftovers of an interrupted base build", lambda s, p: base.unmount_under(base.BASE_DIR)),
     ]
     if purge:
-        steps.append(Step("delete host disks", lambda s, p: shutil.rmtree(HOSTS_DIR, ignore_errors=True)))
+        steps.append(Step("delete the hosts' disks and what only they could use", lambda s, p: purge_state()))
     run_steps(steps, state)
     release_machine()
     state.roles_applied.clear() if purge else None
     state.save()
     if purge:
         STATE_FILE.unlink(missing_ok=True)
+
+
+# What `down --purge` keeps: the base image and the apt cache (slow to make again), the release-date
+# cache, and the records (evidence, logs). The rest belongs to the hosts' disks: a Vault key store or
+# a database certificate without the cluster or database it was made for would stop the next `up`.
+PURGE_KEEPS = frozenset({"base", "apt-proxy", "cache", "evidence", "log", "state.json", "up.lock"})
+
+
+def purge_state(lab_dir: Path = LAB_DIR) -> list[str]:
+    """Delete the hosts' disks and the state made for them; return the names deleted."""
+    gone = []
+    for entry in sorted(lab_dir.iterdir()) if lab_dir.is_dir() else ():
+        if entry.name in PURGE_KEEPS:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        gone.append(entry.name)
+    return gone
 
 
 def _stop_hosts(state: LabState) -> None:
