@@ -52,6 +52,7 @@ import psycopg
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from app_stub import metrics
 from app_stub import vault_setup as vs
 
 if TYPE_CHECKING:
@@ -206,6 +207,7 @@ def journaled(
         records = _pending.pop(key)
     for event in records:
         log.info(event["action"], extra={"event": event})
+    metrics.observe(records)
     if after is not None and records:
         after(records)
 

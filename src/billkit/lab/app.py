@@ -60,7 +60,7 @@ EDGE_TLS_NAME = f"edge.{DOMAIN}"
 # What the app imports (app_stub): pinned to the lock file's versions when the wheelhouse is built.
 APP_REQUIREMENTS = (
     "fastapi", "uvicorn", "psycopg[binary,pool]", "hvac", "jinja2", "python-multipart", "argon2-cffi",
-    "pyotp", "cryptography", "httpx", "pydantic", "babel", "segno",
+    "pyotp", "cryptography", "httpx", "pydantic", "babel", "segno", "prometheus-client",
 )  # fmt: skip
 APP_DIST = "billkit-app"
 WRAP_TTL = "10m"

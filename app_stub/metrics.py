@@ -1,0 +1,67 @@
+"""The app's security counters for Prometheus, read from the audit records that committed.
+
+A counter moves only when its event is in the hash-chained audit log (``app_stub.audit.journaled``
+hands every committed record here), so the metrics and the log cannot disagree. Labels are bounded:
+actions, outcomes, roles and permissions come from the code; a staff actor is one of the staff
+accounts. Served on the app host's internal metrics port, never through the WAF.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+EVENTS = Counter("billkit_app_audit_events", "Committed audit events", ["action", "outcome"], registry=REGISTRY)
+LOGIN_FAILURES = Counter(
+    "billkit_app_login_failures",
+    "Staff secrets refused (stage: login, mfa, password_change; outcome: failure, refused-locked, refused-disabled)",
+    ["stage", "outcome"],
+    registry=REGISTRY,
+)
+LOCKOUTS = Counter("billkit_app_lockouts", "Staff accounts locked after repeated failures", registry=REGISTRY)
+STEP_UP_FAILURES = Counter(
+    "billkit_app_step_up_failures", "Step-up codes refused (missing, wrong, or the account locked)", ["outcome"],
+    registry=REGISTRY,
+)  # fmt: skip
+DETOKENIZATIONS = Counter(
+    "billkit_app_detokenizations", "Card numbers revealed, by staff account", ["actor"], registry=REGISTRY
+)
+ROLE_CHANGES = Counter(
+    "billkit_app_role_changes", "Role grants, revocations and requests", ["change", "role", "outcome"],
+    registry=REGISTRY,
+)  # fmt: skip
+ACCESS_DENIED = Counter(
+    "billkit_app_access_denied", "Requests refused for a missing permission", ["permission"], registry=REGISTRY
+)
+PAYMENTS = Counter("billkit_app_payments", "Payment events by outcome", ["outcome"], registry=REGISTRY)
+
+# Every place a staff secret can be guessed: the password at login, the second factor, the old
+# password when changing it.
+_SIGN_IN = {"auth.login": "login", "auth.mfa": "mfa", "auth.password_change": "password_change"}
+_ROLE = {"role.grant": "grant", "role.revoke": "revoke", "role.request": "request"}
+
+
+def observe(records: Iterable[dict[str, Any]]) -> None:
+    """Count committed audit records (the dicts ``app_stub.audit.append`` journals)."""
+    for r in records:
+        action, outcome = str(r.get("action", "")), str(r.get("outcome", "ok"))
+        detail = r.get("detail") or {}
+        EVENTS.labels(action, outcome).inc()
+        if action in _SIGN_IN and outcome != "ok":
+            LOGIN_FAILURES.labels(_SIGN_IN[action], outcome).inc()
+        elif action == "auth.lockout":
+            LOCKOUTS.inc()
+        elif action == "auth.step_up" and outcome != "ok":
+            STEP_UP_FAILURES.labels(outcome).inc()
+        elif action == "card.detokenize" and outcome == "ok":
+            DETOKENIZATIONS.labels(str(r.get("actor", "-"))).inc()
+        elif action in _ROLE:
+            ROLE_CHANGES.labels(_ROLE[action], str(detail.get("role", "-")), outcome).inc()
+        elif action == "access.denied":
+            ACCESS_DENIED.labels(str(r.get("target", "-"))).inc()
+        elif action.startswith("payment."):
+            PAYMENTS.labels(action.removeprefix("payment.") if outcome == "ok" else outcome).inc()
