@@ -21,36 +21,34 @@ def _record(action: str, outcome: str = "ok", **extra: Any) -> dict[str, Any]:
             "outcome": outcome, "detail": extra}  # fmt: skip
 
 
+# One series per counter: what each event of the test below must move by exactly one.
+WATCHED = {
+    "login": ("billkit_app_login_failures_total", {"stage": "login", "outcome": "failure"}),
+    "mfa": ("billkit_app_login_failures_total", {"stage": "mfa", "outcome": "failure"}),
+    "lock": ("billkit_app_lockouts_total", {}),
+    "step": ("billkit_app_step_up_failures_total", {"outcome": "missing"}),
+    "detok": ("billkit_app_detokenizations_total", {"actor": "user:9"}),
+    "grant": ("billkit_app_role_changes_total", {"change": "grant", "role": "billing-admin", "outcome": "ok"}),
+    "denied": ("billkit_app_access_denied_total", {"permission": "card.detokenize"}),
+    "pay_refused": ("billkit_app_payments_total", {"outcome": "refused"}),
+    "pay_ok": ("billkit_app_payments_total", {"outcome": "succeeded"}),
+}
+
+
+def _watched() -> dict[str, float]:
+    return {key: _value(name, **labels) for key, (name, labels) in WATCHED.items()}
+
+
 @pytest.mark.control("LOG-07")
 def test_each_security_event_moves_its_counter() -> None:
-    before = {
-        "login": _value("billkit_app_login_failures_total", stage="login", outcome="failure"),
-        "mfa": _value("billkit_app_login_failures_total", stage="mfa", outcome="failure"),
-        "lock": _value("billkit_app_lockouts_total"),
-        "step": _value("billkit_app_step_up_failures_total", outcome="missing"),
-        "detok": _value("billkit_app_detokenizations_total", actor="user:9"),
-        "grant": _value("billkit_app_role_changes_total", change="grant", role="billing-admin", outcome="ok"),
-        "denied": _value("billkit_app_access_denied_total", permission="card.detokenize"),
-        "pay_refused": _value("billkit_app_payments_total", outcome="refused"),
-        "pay_ok": _value("billkit_app_payments_total", outcome="succeeded"),
-    }
+    before = _watched()
     metrics.observe([
         _record("auth.login", "failure"), _record("auth.mfa", "failure"), _record("auth.lockout"),
         _record("auth.step_up", "missing"), _record("card.detokenize", actor="user:9"),
         _record("role.grant", role="billing-admin"), _record("access.denied", "refused", target="card.detokenize"),
         _record("payment.start", "refused"), _record("payment.succeeded"),
     ])  # fmt: skip
-    after = {
-        "login": _value("billkit_app_login_failures_total", stage="login", outcome="failure"),
-        "mfa": _value("billkit_app_login_failures_total", stage="mfa", outcome="failure"),
-        "lock": _value("billkit_app_lockouts_total"),
-        "step": _value("billkit_app_step_up_failures_total", outcome="missing"),
-        "detok": _value("billkit_app_detokenizations_total", actor="user:9"),
-        "grant": _value("billkit_app_role_changes_total", change="grant", role="billing-admin", outcome="ok"),
-        "denied": _value("billkit_app_access_denied_total", permission="card.detokenize"),
-        "pay_refused": _value("billkit_app_payments_total", outcome="refused"),
-        "pay_ok": _value("billkit_app_payments_total", outcome="succeeded"),
-    }
+    after = _watched()
     assert {k: after[k] - before[k] for k in before} == dict.fromkeys(before, 1.0)
 
 

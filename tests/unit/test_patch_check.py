@@ -184,7 +184,7 @@ def test_the_security_origin_is_recognised_by_label_or_suite() -> None:
 
 @pytest.mark.control("PAT-05")
 def test_release_files_give_their_date(tmp_path: Path) -> None:
-    release = tmp_path / "deb.debian.org_debian-security_dists_bookworm-security_InRelease"
+    release = tmp_path / "10.77.40.1:3142_debian-security_dists_bookworm-security_InRelease"  # via the lab proxy
     release.write_text(
         "-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA512\n\nOrigin: Debian\nLabel: Debian-Security\n"
         "Suite: oldstable-security\nCodename: bookworm-security\nDate: Sun, 29 Nov 2026 00:53:13 UTC\n"
