@@ -81,6 +81,7 @@ ROLES: tuple[Role, ...] = (
     Role("vault", "data", "OpenBao cluster (raft)", ("vault-1", "vault-2", "vault-3"), "EC2 instances"),
     Role("db", "data", "PostgreSQL 15", ("db-1",), "RDS PostgreSQL"),
     Role("backup", "management", "S3-compatible backup store", ("backup-1",), "AWS Backup + S3"),
+    Role("mon", "management", "Prometheus, Alertmanager and the operators' alert mailbox", ("mon-1",), "EC2 instances"),
 )
 
 # Ports, once.
@@ -92,10 +93,22 @@ VAULT_CLUSTER = 8201
 POSTGRES = 5432
 SSH = 22
 APT_PROXY = 3142
+# Monitoring: scraped over mutual TLS by mon-1; operators reach Prometheus and Alertmanager over TLS.
+NODE_EXPORTER = 9100
+APP_METRICS = 9464
+PROMETHEUS = 9090
+ALERTMANAGER = 9093
 # VRRP is an IP protocol of its own (112): no port. Flows with it are matched by protocol alone.
 VRRP_NO_PORT = 0
 # The machine's loopback port that the lab publishes for users (to the edge's floating address, port 443).
 LAB_PUBLISHED_HTTPS = 9443
+
+
+def _realms_of(role_name: str) -> frozenset[Realm]:
+    """Where a role has hosts of its own: a role realised by a managed service has none in AWS."""
+    by = next(r.aws_realised_by for r in ROLES if r.name == role_name)
+    return BOTH if by == "EC2 instances" else LAB_ONLY
+
 
 FLOWS: tuple[Flow, ...] = (
     Flow(INTERNET, "waf", HTTPS, "tcp", "users reach the app over HTTPS", ("ENC-01", "NET-06")),
@@ -130,6 +143,37 @@ FLOWS: tuple[Flow, ...] = (
     Flow(OPERATOR, "vault", VAULT_API, "tcp", "operators configure Vault (userpass + TOTP)", ("MFA-03",)),
     Flow(OPERATOR, "db", POSTGRES, "tcp", "operators and restore tests reach the database over TLS", ("ENC-02",)),
     Flow(OPERATOR, "backup", HTTPS, "tcp", "operators read the backup store", ("BAK-05",)),
+    # Monitoring: mon-1 scrapes every host's node exporter and probes every TLS service (MON-01, MON-02).
+    *(
+        Flow(
+            "mon",
+            r.name,
+            NODE_EXPORTER,
+            "tcp",
+            "host metrics over mutual TLS",
+            ("MON-01", "MON-02"),
+            _realms_of(r.name),
+        )
+        for r in ROLES
+        if r.name != "mon"
+    ),  # fmt: skip
+    Flow("mon", "app", APP_METRICS, "tcp", "the app's security counters over mutual TLS", ("MON-01", "MON-03")),
+    Flow("mon", "app", APP_PORT, "tcp", "TLS probe: endpoint health and certificate expiry", ("MON-01", "ENC-05")),
+    Flow("mon", "vault", VAULT_API, "tcp", "OpenBao telemetry, health and certificate probes", ("MON-01", "MON-02")),
+    Flow("mon", "db", POSTGRES, "tcp", "TLS probe: database certificate expiry", ("MON-01", "ENC-05")),
+    Flow("mon", "waf", HTTPS, "tcp", "TLS probe of the edge", ("MON-01", "ENC-05"), LAB_ONLY),
+    Flow("mon", "backup", HTTPS, "tcp", "TLS probe of the backup store", ("MON-01", "ENC-05"), LAB_ONLY),
+    Flow(OPERATOR, "mon", PROMETHEUS, "tcp", "operators read Prometheus (TLS, basic auth)", ("MON-01",)),
+    Flow(OPERATOR, "mon", ALERTMANAGER, "tcp", "operators read and silence alerts (TLS, basic auth)", ("MON-01",)),
+    Flow(
+        "mon",
+        AWS_APIS,
+        HTTPS,
+        "tcp",
+        "SNS alert delivery and SSM agent via VPC endpoints",
+        ("MON-01", "NET-08"),
+        AWS_ONLY,
+    ),  # fmt: skip
     # Packages: the only path to the mirror is the gateway's apt caching proxy.
     *(
         Flow(role.name, GATEWAY, APT_PROXY, "tcp", "Debian packages via the apt caching proxy", ("PAT-01",), LAB_ONLY)
@@ -326,6 +370,7 @@ AWS_ENDPOINTS: dict[str, AwsEndpoint] = {
     "waf": AwsEndpoint("waf", ("edge",)),  # the internet-facing ALB
     "app": AwsEndpoint("app", ("app",)),
     "vault": AwsEndpoint("vault", ("data",)),  # the instances and their internal NLB
+    "mon": AwsEndpoint("mon", ("management",)),
     "db": AwsEndpoint("db", ("data",), initiates=False),  # RDS opens no connection of its own
     # AWS Backup and S3: reached through the S3 gateway endpoint; the data tier has no internet route.
     "backup": AwsEndpoint(None, cidr=ANY_IPV4, prefix_list="s3", initiates=False),
