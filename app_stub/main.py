@@ -12,7 +12,7 @@ import hvac
 import hvac.exceptions
 from fastapi import FastAPI
 
-from app_stub import audit, db
+from app_stub import audit, db, metrics
 from app_stub.api import handlers
 from app_stub.api.retry import DatabaseRestartRetry
 from app_stub.api.routes import audit as audit_routes
@@ -76,7 +76,14 @@ def create_app(settings: Settings | None = None, gateway: PaymentGateway | None 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         recovery.start()  # finishes what a crash left pending, then on a timer (APP-03)
+        stop_metrics = (
+            metrics.serve(s.metrics_port, s.metrics_address, s.metrics_cert_file, s.metrics_key_file, s.metrics_ca_file)
+            if s.metrics_port
+            else None
+        )  # MON-03
         yield
+        if stop_metrics:
+            stop_metrics()
         await asyncio.to_thread(recovery.stop)
         services.close()
 

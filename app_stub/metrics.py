@@ -8,10 +8,11 @@ accounts. Served on the app host's internal metrics port, never through the WAF.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import ssl
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, start_http_server
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -65,3 +66,16 @@ def observe(records: Iterable[dict[str, Any]]) -> None:
             ACCESS_DENIED.labels(str(r.get("target", "-"))).inc()
         elif action.startswith("payment."):
             PAYMENTS.labels(action.removeprefix("payment.") if outcome == "ok" else outcome).inc()
+
+
+def serve(port: int, address: str, certfile: str, keyfile: str, cafile: str) -> Callable[[], None]:
+    """Serve the counters over TLS 1.2+ to clients holding a certificate of ``cafile`` only; return the stop.
+
+    One server per process: the counters live in the process that counts them, so the app runs one
+    worker per host (the billing_app role refuses more while the port is set).
+    """
+    httpd, _ = start_http_server(
+        port, address, REGISTRY, certfile=certfile, keyfile=keyfile, client_cafile=cafile,
+        client_auth_required=True, tls_min_version=ssl.TLSVersion.TLSv1_2,
+    )  # fmt: skip
+    return httpd.shutdown

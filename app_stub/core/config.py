@@ -78,6 +78,13 @@ class Settings:
     # verifier wants a signed head no older than three intervals.
     audit_head_interval: dt.timedelta = dt.timedelta(seconds=60)
     audit_head_every: int = 100
+    # MON-03: the security counters (app_stub.metrics) on an internal port, over mutual TLS only: the
+    # client must present a certificate of this CA (the monitoring host's). 0: not served.
+    metrics_port: int = 0
+    metrics_address: str = "127.0.0.1"
+    metrics_cert_file: str = ""
+    metrics_key_file: str = ""
+    metrics_ca_file: str = ""
     clock: Callable[[], dt.datetime] = field(default=utcnow, repr=False)
 
     @classmethod
@@ -125,6 +132,11 @@ class Settings:
             problems.append("BILLKIT_APP_TRUSTED_PROXIES must list IP addresses or networks, comma-separated")
         if self.audit_head_interval <= dt.timedelta(0) or self.audit_head_every < 1:
             problems.append("BILLKIT_APP_AUDIT_HEAD_INTERVAL and BILLKIT_APP_AUDIT_HEAD_EVERY must be positive")
+        if self.metrics_port and not (self.metrics_cert_file and self.metrics_key_file and self.metrics_ca_file):
+            problems.append(
+                "BILLKIT_APP_METRICS_PORT needs BILLKIT_APP_METRICS_CERT_FILE, _KEY_FILE and _CA_FILE: the counters "
+                "are served over mutual TLS only"
+            )
         if self.environment != "development":
             if self.session_secret == DEV_SECRET or len(self.session_secret) < 32:
                 problems.append("BILLKIT_APP_SESSION_SECRET is the default or shorter than 32 characters")
