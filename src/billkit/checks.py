@@ -52,6 +52,10 @@ _catalog: Catalog | None = None
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "control(*ids, layer=None): the catalogue control IDs this test proves")
     config.addinivalue_line("markers", "lab: needs the running local lab (billkit up); excluded by -m 'not lab'")
+    config.addinivalue_line(
+        "markers", "drill: disrupts or writes (stops a service, seals a node, pays a canary): lab and tests only, "
+        "never part of `billkit verify`, whose checks only read",
+    )  # fmt: skip
 
 
 def _item_check(item: pytest.Item) -> Check | None:

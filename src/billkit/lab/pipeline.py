@@ -159,6 +159,7 @@ def up_steps() -> list[Step]:
         *_data_steps(),
         *_backup_steps(),
         *_app_steps(),
+        *_monitoring_steps(),
     ]
 
 
@@ -382,4 +383,24 @@ def _app_steps() -> list[Step]:
         _playbook_step(BILLING_APP),
         Step("app: response-wrapped secret IDs delivered, services (re)started", _app_deliver),
         _playbook_step(WAF),
+    ]
+
+
+# --- monitoring: mon-1 and every host's exporter (billkit.lab.monitoring) ---------------------------
+
+MONITORING = Playbook("monitoring.yml", "mon-1 (Prometheus, Alertmanager, probes) and every host's exporter",
+                      ("host_monitoring", "monitoring"))  # fmt: skip
+
+
+def _monitoring_prepare(state: LabState, progress: Progress) -> None:
+    from billkit.lab import monitoring
+
+    for change in monitoring.prepare(progress):
+        console.print(f"    {change}")
+
+
+def _monitoring_steps() -> list[Step]:
+    return [
+        Step("monitoring: identity certificates, web passwords, role variables", _monitoring_prepare),
+        _playbook_step(MONITORING),
     ]

@@ -83,7 +83,7 @@ class Node:
             "openbao_data_dir": str(self.paths.data_dir), "openbao_tls_cert": str(self.paths.tls_cert),
             "openbao_tls_key": str(self.paths.tls_key), "openbao_audit_log": str(self.paths.audit_log),
             "openbao_cluster_name": cluster_name, "openbao_log_level": log_level,
-            "openbao_default_lease_ttl": "1h", "openbao_max_lease_ttl": "768h",
+            "openbao_default_lease_ttl": "1h", "openbao_max_lease_ttl": "768h", "openbao_telemetry_retention": "60s",
         }  # fmt: skip
 
     def render_config(self, cluster_name: str = "billkit", log_level: str = "info") -> str:

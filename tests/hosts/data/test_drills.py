@@ -20,7 +20,7 @@ from billkit.vault import configure
 from infra.topology import lab_host
 from tests.hosts.data.conftest import Creds, DataEnv
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.drill]
 testinfra_hosts = host_urls("db")
 
 SERVICE = "postgresql@15-main"
