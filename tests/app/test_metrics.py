@@ -39,7 +39,7 @@ def _watched() -> dict[str, float]:
     return {key: _value(name, **labels) for key, (name, labels) in WATCHED.items()}
 
 
-@pytest.mark.control("LOG-07")
+@pytest.mark.control("MON-03", "LOG-07")
 def test_each_security_event_moves_its_counter() -> None:
     before = _watched()
     metrics.observe([
@@ -52,7 +52,7 @@ def test_each_security_event_moves_its_counter() -> None:
     assert {k: after[k] - before[k] for k in before} == dict.fromkeys(before, 1.0)
 
 
-@pytest.mark.control("LOG-07")
+@pytest.mark.control("MON-03")
 def test_successes_are_not_counted_as_failures() -> None:
     before = (_value("billkit_app_login_failures_total", stage="login", outcome="ok"),
               _value("billkit_app_step_up_failures_total", outcome="ok"))  # fmt: skip
@@ -62,7 +62,7 @@ def test_successes_are_not_counted_as_failures() -> None:
     assert before == after == (0.0, 0.0)
 
 
-@pytest.mark.control("LOG-07")
+@pytest.mark.control("MON-03", "TOK-01")
 def test_the_exposition_names_no_card_number_or_password() -> None:
     metrics.observe([_record("card.detokenize", actor="user:3", target="card:tok_x", pan="4111111111111111")])
     text = generate_latest(metrics.REGISTRY).decode()
@@ -70,7 +70,7 @@ def test_the_exposition_names_no_card_number_or_password() -> None:
     assert "4111111111111111" not in text and "tok_x" not in text
 
 
-@pytest.mark.control("MFA-04", "LOG-07")
+@pytest.mark.control("MFA-04", "MON-01", "MON-03")
 def test_guessing_step_up_codes_through_the_api_moves_the_counters_as_the_audit_log_does(env: Env) -> None:
     fails, locks = _value("billkit_app_step_up_failures_total", outcome="failure"), _value("billkit_app_lockouts_total")
     guesser = env.staff("guesser", "admin")

@@ -30,7 +30,7 @@ from billkit.lab.ansible import run_playbook
 from billkit.lab.procs import StepError
 from billkit.lab.state import EVIDENCE_DIR, INVENTORY, LAB_DIR
 from billkit.patching.load import LoadLoop, measure
-from infra.topology import APP_PORT, HTTPS, LAB_PUBLISHED_HTTPS, POSTGRES, VAULT_API, lab_hosts
+from infra.topology import APP_PORT, HTTPS, LAB_PUBLISHED_HTTPS, POSTGRES, PROMETHEUS, VAULT_API, lab_hosts
 
 if TYPE_CHECKING:
     import hvac
@@ -52,6 +52,7 @@ def playbook_vars(mode: str, evidence_dir: Path, vault_token: str, health_timeou
         "patching_app_port": APP_PORT,
         "patching_vault_port": VAULT_API,
         "patching_db_port": POSTGRES,
+        "patching_prometheus_port": PROMETHEUS,
         "patching_evidence_dir": str(evidence_dir),
         "patching_vault_token": vault_token,
         # The lab's app logs in with response-wrapped secret IDs that only the controller can make.
