@@ -320,6 +320,7 @@ def test_the_unit_runs_the_reader_on_the_roles_audit_log() -> None:
     defaults = yaml.safe_load((ROLE / "defaults/main.yml").read_text(encoding="utf-8"))
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)  # noqa: S701 - not HTML
     unit = env.from_string(UNIT.read_text(encoding="utf-8")).render({**defaults, "ansible_managed": "managed"})
+    unit = re.sub(r"\\\n\s*", " ", unit)  # systemd's line continuations
     exec_start = re.search(r"^ExecStart=(.+)$", unit, re.M)
     assert exec_start is not None
     argv = shlex.split(exec_start.group(1))

@@ -341,21 +341,26 @@ _PG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+ \S+ \[(\d+)\] ")
 def as_journal(lines: list[str], host: str, syslog: bool) -> list[str]:
     """PostgreSQL's log lines as the journal on mon-1 prints them.
 
-    stderr under systemd: one journal entry per line, under the postmaster's stream. syslog: one entry per
-    message part, under the backend's PID, each part prefixed "[sequence-part] " (syslog_sequence_numbers)."""
-    out: list[str] = []
-    seq, part, pid = 0, 0, "1"
+    stderr under systemd: one journal entry per line, all under the postmaster's stream. syslog (elog.c's
+    write_syslog, sequence numbers on): one entry per message, "[seq] line", or per line of a message that
+    has several, "[seq-n] line", under the backend's PID."""
+    messages: list[list[str]] = []
     for line in lines:
-        m = _PG_LINE.match(line)
-        if m:
-            seq, part, pid = seq + 1, 1, m.group(1)
+        if _PG_LINE.match(line) or not messages:
+            messages.append([line])
         else:
-            part += 1
-        stamp = "2026-12-01T14:02:03+0000"
-        if syslog:
-            out.append(f"{stamp} {host} postgres[{pid}]: [{seq}-{part}] {line}")
-        else:
-            out.append(f"{stamp} {host} postgres[4001]: {line}")
+            messages[-1].append(line)
+    stamp, out = "2026-12-01T14:02:03+0000", []
+    for seq, message in enumerate(messages, start=1):
+        m = _PG_LINE.match(message[0])
+        pid = m.group(1) if m else "1"
+        for n, line in enumerate(message, start=1):
+            if not syslog:
+                out.append(f"{stamp} {host} postgres[4001]: {line}")
+            elif len(message) == 1:
+                out.append(f"{stamp} {host} postgres[{pid}]: [{seq}] {line}")
+            else:
+                out.append(f"{stamp} {host} postgres[{pid}]: [{seq}-{n}] {line}")
     return out
 
 
