@@ -300,6 +300,32 @@ def patch(
     raise typer.Exit(rc)
 
 
+@app.command()
+def alerts(
+    recent: Annotated[
+        bool, typer.Option("--all", help="Also the alerts that fired and resolved in the last 24 hours.")
+    ] = False,
+    output: Annotated[OutputFormat, typer.Option("--format", help="Output format.")] = OutputFormat.table,
+) -> None:
+    """List the alerts firing on the monitoring host, each with its control IDs, severity, host and start;
+    with --all, those resolved in the last 24 hours too, with their end (MON-01).
+
+    Exits 0 when the alerts could be read (firing or not), 2 when the monitoring host cannot be read.
+    """
+    from billkit.lab.monitoring import monitoring_access
+    from billkit.monitoring.alerts import AlertsError, list_alerts, print_table
+
+    try:
+        found = list_alerts(monitoring_access(), recent=recent)
+    except (AlertsError, FileNotFoundError) as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    if output is OutputFormat.json:
+        sys.stdout.write(json.dumps([a.as_json() for a in found], indent=2) + "\n")
+    else:
+        print_table(found, console, recent)
+
+
 def main() -> None:  # pragma: no cover - exercised through ./billkit
     app()
 
