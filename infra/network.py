@@ -16,8 +16,8 @@ import pulumi_aws as aws
 from infra import topology
 from infra.common import policy_json, statement, tags
 
-# Interface endpoints: the AWS APIs the private tiers call (SSM replaces SSH).
-INTERFACE_ENDPOINTS = ("kms", "ssm", "ssmmessages", "ec2messages", "logs", "secretsmanager", "sts")
+# Interface endpoints: the AWS APIs the private tiers call (SSM replaces SSH; Alertmanager publishes to SNS).
+INTERFACE_ENDPOINTS = ("kms", "ssm", "ssmmessages", "ec2messages", "logs", "secretsmanager", "sts", "sns")
 
 
 @dataclass

@@ -15,7 +15,7 @@ import pulumi
 import pulumi_aws as aws
 
 from infra import topology
-from infra.common import BACKUP_TAG_KEY, BACKUP_TAG_VALUE, PATCH_GROUP_TAG, policy_json, statement, tags
+from infra.common import BACKUP_TAG_KEY, BACKUP_TAG_VALUE, hardened_instance, policy_json, statement, tags
 
 MODERN_TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-Res-2021-06"
 
@@ -62,31 +62,17 @@ class VaultCluster(pulumi.ComponentResource):
         self.raft_volumes: list[aws.ebs.Volume] = []
         for i in range(args.node_count):
             subnet = args.subnet_ids[i % len(args.subnet_ids)]
-            node = aws.ec2.Instance(
+            node = hardened_instance(
                 f"{name}-{i + 1}",
-                ami=args.ami_id,
+                ami_id=args.ami_id,
                 instance_type=args.instance_type,
                 subnet_id=subnet,
-                vpc_security_group_ids=[args.security_group_id],
-                associate_public_ip_address=False,
-                iam_instance_profile=args.instance_profile_name,
-                metadata_options=aws.ec2.InstanceMetadataOptionsArgs(
-                    http_endpoint="enabled",
-                    http_tokens="required",
-                    http_put_response_hop_limit=1,
-                    instance_metadata_tags="disabled",
-                ),  # fmt: skip
-                root_block_device=aws.ec2.InstanceRootBlockDeviceArgs(
-                    encrypted=True,
-                    kms_key_id=args.ebs_key_arn,
-                    volume_size=args.root_volume_gb,
-                    volume_type="gp3",
-                    delete_on_termination=True,
-                ),  # fmt: skip
-                monitoring=True,
-                disable_api_termination=True,
-                tags=tags({**t, PATCH_GROUP_TAG: args.patch_group}, Name=f"{name}-{i + 1}"),
-                volume_tags=tags(t, Name=f"{name}-{i + 1}-root"),
+                security_group_id=args.security_group_id,
+                instance_profile=args.instance_profile_name,
+                ebs_key_arn=args.ebs_key_arn,
+                root_volume_gb=args.root_volume_gb,
+                patch_group=args.patch_group,
+                base_tags=t,
                 opts=child,
             )
             volume = aws.ebs.Volume(
