@@ -78,6 +78,7 @@ def build(cfg: StackSettings, account_id: pulumi.Input[str], prefix: str = "bill
                     KeyUser(
                         "AlarmsPublish", ("kms:Decrypt", "kms:GenerateDataKey*"), service="cloudwatch.amazonaws.com"
                     ),
+                    KeyUser("AuditorReads", ("kms:Decrypt", "kms:DescribeKey"), role_arns=[roles["auditor"].arn]),
                     # MON-01: Alertmanager on the monitoring hosts publishes to the encrypted alarm topic.
                     KeyUser(
                         "MonitoringPublishesAlerts",
@@ -85,7 +86,6 @@ def build(cfg: StackSettings, account_id: pulumi.Input[str], prefix: str = "bill
                         role_arns=[roles["mon"].arn],
                         via_service=f"sns.{region}.amazonaws.com",
                     ),
-                    KeyUser("AuditorReads", ("kms:Decrypt", "kms:DescribeKey"), role_arns=[roles["auditor"].arn]),
                 ],
                 # PAT-07: hosts write patch evidence and read the playbook bundle; the deployer uploads the
                 # bundle through S3 only; auditors read the evidence.

@@ -86,7 +86,8 @@ EXPECTED_INSECURE = {
     # stack policies
     "aws-ec2-stack-disallow-private-tier-internet-route", "aws-elb-stack-enable-waf-association",
     "aws-backup-stack-enable-database-coverage", "aws-backup-stack-enable-restore-testing",
-    "aws-cloudwatch-stack-enable-security-alarms", "aws-cloudtrail-stack-enable-trail",
+    "aws-cloudwatch-stack-enable-security-alarms", "aws-cloudwatch-stack-enable-app-security-alarms",
+    "aws-cloudtrail-stack-enable-trail",
     "aws-guardduty-stack-enable-detector", "aws-securityhub-stack-enable-pci-standard",
     "aws-s3-stack-enable-bucket-guardrails",
     # cloud identity escalation: unbounded roles, self-modification, keys their administrators may use
@@ -149,6 +150,16 @@ def _stop_key_rotation(resources: list[Resource]) -> None:
     key.inputs["enableKeyRotation"] = False
 
 
+def _silence_alarm(name_contains: str) -> Callable[[list[Resource]], None]:
+    def change(resources: list[Resource]) -> None:
+        alarm = next(
+            r for r in resources if r.type == "aws:cloudwatch/metricAlarm:MetricAlarm" and name_contains in r.name
+        )
+        alarm.inputs["actionsEnabled"] = False
+
+    return change
+
+
 def _drop_deployer_self_denial(resources: list[Resource]) -> None:
     policy = next(
         r for r in resources if r.type == "aws:iam/policy:Policy" and r.name == "billkit-identity-ci-deployer"
@@ -185,7 +196,12 @@ STACK_CASES = [
      {("aws-ssm-stack-enable-patch-coverage", "billkit-app-lt")}),
     ("PAT-05", _drop("aws:ssm/association:Association", "scan"),
      {("aws-ssm-stack-enable-patch-coverage", n) for n in ("billkit-app-lt", "billkit-vault-1", "billkit-vault-2",
-                                                           "billkit-vault-3")}),
+                                                           "billkit-vault-3", "billkit-mon-1")}),
+    ("MON-01", _drop("aws:cloudwatch/logMetricFilter:LogMetricFilter", "app-lockouts"),
+     {("aws-cloudwatch-stack-enable-app-security-alarms", "prod")}),
+    ("MON-01", _silence_alarm("app-role-grants"),
+     {("aws-cloudwatch-stack-enable-app-security-alarms", "prod"),
+      ("aws-cloudwatch-metricalarm-configure-notification", "billkit-mon-app-role-grants-alarm")}),
 ]  # fmt: skip
 
 
