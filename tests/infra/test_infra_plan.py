@@ -36,8 +36,9 @@ def test_prod_plan_is_clean_through_the_cli() -> None:
     data = json.loads(result.stdout)
     assert data["violations"] == [] and data["mandatory_violations"] == 0
     assert data["resources"] > 200 and data["resources_by_type"]["aws:rds/instance:Instance"] == 1
+    assert data["resources_by_type"]["aws:ec2/instance:Instance"] == 4  # three Vault nodes and the mon host
     assert data["policies_evaluated"] == len(control_links())
-    assert set(data["controls"].values()) == {"proven"}
+    assert set(data["controls"].values()) == {"proven"} and "MON-01" in data["controls"]
 
 
 @pytest.mark.control("CMP-02", "BAK-07")
