@@ -1,6 +1,6 @@
 """Helpers shared by the components: tags, IAM policy documents, and the hardened EC2 host.
 
-Every EC2 host of the kit is made the same way (`hardened_instance`, or a launch template with the
+Every EC2 host of the kit is made the same way (`hardened_instances`, or a launch template with the
 same `IMDSV2` settings): Debian's AMI, IMDSv2 only with one hop, no public IP, the root volume
 encrypted with the EBS key, an instance profile, detailed monitoring, and its `Patch Group` tag, so
 SSM patches it (infra/patching.py).
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
@@ -78,6 +79,12 @@ def static_policy_json(*statements: dict[str, Any]) -> str:
     return json.dumps({"Version": "2012-10-17", "Statement": list(statements)})
 
 
+def write_logs_statement(sid: str, log_group_arn: pulumi.Input[str]) -> dict[str, Any]:
+    """Writing one log group's streams, nothing else of CloudWatch Logs."""
+    actions = ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"]
+    return statement(sid, actions, [log_group_arn, pulumi.Output.concat(log_group_arn, ":*")])
+
+
 def assume_role_policy(service: str, *, conditions: Mapping[str, Any] | None = None) -> str:
     """A trust policy that lets one AWS service assume the role."""
     return static_policy_json(
@@ -105,40 +112,49 @@ def host_tags(base: Mapping[str, str], patch_group: str, name: str) -> dict[str,
     return tags({**base, PATCH_GROUP_TAG: patch_group}, Name=name)
 
 
-def hardened_instance(
-    name: str,
-    *,
-    ami_id: pulumi.Input[str],
-    instance_type: str,
-    subnet_id: pulumi.Input[str],
-    security_group_id: pulumi.Input[str],
-    instance_profile: pulumi.Input[str],
-    ebs_key_arn: pulumi.Input[str],
-    root_volume_gb: int,
-    patch_group: str,
-    base_tags: Mapping[str, str],
-    opts: pulumi.ResourceOptions,
-) -> aws.ec2.Instance:
-    """One EC2 host: IMDSv2 only, no public IP, root volume encrypted with the EBS key (EAR-03)."""
-    return aws.ec2.Instance(
-        name,
-        ami=ami_id,
-        instance_type=instance_type,
-        subnet_id=subnet_id,
-        vpc_security_group_ids=[security_group_id],
-        associate_public_ip_address=False,
-        iam_instance_profile=instance_profile,
-        metadata_options=aws.ec2.InstanceMetadataOptionsArgs(**IMDSV2),
-        root_block_device=aws.ec2.InstanceRootBlockDeviceArgs(
-            encrypted=True,
-            kms_key_id=ebs_key_arn,
-            volume_size=root_volume_gb,
-            volume_type="gp3",
-            delete_on_termination=True,
-        ),  # fmt: skip
-        monitoring=True,
-        disable_api_termination=True,
-        tags=host_tags(base_tags, patch_group, name),
-        volume_tags=tags(base_tags, Name=f"{name}-root"),
-        opts=opts,
-    )
+@dataclass(kw_only=True)
+class HostArgs:
+    """What every group of hardened EC2 hosts takes; a component's args extend it."""
+
+    # The tier's private subnets (hosts are spread over them) and the role's security group.
+    subnet_ids: list[pulumi.Input[str]]
+    security_group_id: pulumi.Input[str]
+    ami_id: pulumi.Input[str]
+    ebs_key_arn: pulumi.Input[str]
+    instance_profile_name: pulumi.Input[str]
+    # The hosts' `Patch Group` tag (infra.patching.patch_group_name): no host goes unpatched.
+    patch_group: str
+    instance_type: str = "m6i.large"
+    root_volume_gb: int = 20
+
+
+def hardened_instances(
+    name: str, args: HostArgs, count: int, base_tags: Mapping[str, str], opts: pulumi.ResourceOptions
+) -> list[aws.ec2.Instance]:
+    """`count` hosts named <name>-1, <name>-2, … one per subnet in turn: IMDSv2 only, no public IP, the root
+    volume encrypted with the EBS key (EAR-03), detailed monitoring, termination protection."""
+    return [
+        aws.ec2.Instance(
+            f"{name}-{i + 1}",
+            ami=args.ami_id,
+            instance_type=args.instance_type,
+            subnet_id=args.subnet_ids[i % len(args.subnet_ids)],
+            vpc_security_group_ids=[args.security_group_id],
+            associate_public_ip_address=False,
+            iam_instance_profile=args.instance_profile_name,
+            metadata_options=aws.ec2.InstanceMetadataOptionsArgs(**IMDSV2),
+            root_block_device=aws.ec2.InstanceRootBlockDeviceArgs(
+                encrypted=True,
+                kms_key_id=args.ebs_key_arn,
+                volume_size=args.root_volume_gb,
+                volume_type="gp3",
+                delete_on_termination=True,
+            ),  # fmt: skip
+            monitoring=True,
+            disable_api_termination=True,
+            tags=host_tags(base_tags, args.patch_group, f"{name}-{i + 1}"),
+            volume_tags=tags(base_tags, Name=f"{name}-{i + 1}-root"),
+            opts=opts,
+        )
+        for i in range(count)
+    ]

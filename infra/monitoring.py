@@ -1,7 +1,7 @@
 """Monitoring: the Prometheus and Alertmanager host of the management tier, and CloudWatch alarms on
 the app's security events.
 
-The host (mon-1 in the lab) is a hardened EC2 host (infra.common.hardened_instance) in the management
+The host (mon-1 in the lab) is a hardened EC2 host (infra.common.hardened_instances) in the management
 tier's private subnets, in the topology's `mon` security group, so it reaches only what
 infra/topology.py lets it scrape and probe. Ansible (playbooks/) configures Debian's prometheus,
 prometheus-alertmanager and prometheus-blackbox-exporter on it as in the lab; Alertmanager delivers to
@@ -25,7 +25,15 @@ import pulumi
 import pulumi_aws as aws
 
 from infra import topology
-from infra.common import PATCH_GROUP_TAG, hardened_instance, policy_json, statement, tags
+from infra.common import (
+    PATCH_GROUP_TAG,
+    HostArgs,
+    hardened_instances,
+    policy_json,
+    statement,
+    tags,
+    write_logs_statement,
+)
 
 METRIC_NAMESPACE = "billkit/app-security"
 # Where the billing_app role writes the app's audit JSON lines for the CloudWatch agent to read.
@@ -129,28 +137,22 @@ def service_url(address: str, port: int) -> str:
     return f"https://{address}:{port}"
 
 
-@dataclass
-class MonitoringArgs:
+@dataclass(kw_only=True)
+class MonitoringArgs(HostArgs):
+    """The hosts' part (HostArgs): the management tier's subnets and the topology's `mon` security group."""
+
     region: str
-    # The management tier's private subnets and the topology's `mon` security group.
-    subnet_ids: list[pulumi.Input[str]]
-    security_group_id: pulumi.Input[str]
-    ami_id: pulumi.Input[str]
-    ebs_key_arn: pulumi.Input[str]
     logs_key_arn: pulumi.Input[str]
     # The stack's alarm topic (infra/audit.py) and the KMS key that encrypts it.
     alarm_topic_arn: pulumi.Input[str]
     alarm_key_arn: pulumi.Input[str]
     role_name: pulumi.Input[str]
-    instance_profile_name: pulumi.Input[str]
-    # The `Patch Group` tag of the monitoring hosts (infra.patching.patch_group_name).
-    patch_group: str
     # The app hosts: their role writes the audit log group; their patch group targets the agent.
     app_role_name: pulumi.Input[str]
     app_patch_group: str
     base_tags: dict[str, str] = field(default_factory=dict)
     instance_count: int = 1
-    instance_type: str = "m6i.large"
+    # Prometheus keeps its time series on the root volume.
     root_volume_gb: int = 50
     log_retention_days: int = 365
     app_audit_log_file: str = APP_AUDIT_LOG_FILE
@@ -170,22 +172,7 @@ class Monitoring(pulumi.ComponentResource):
         child = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(parent=self))
         t = tags(args.base_tags, billkit_component="monitoring", billkit_role="mon")
 
-        self.instances = [
-            hardened_instance(
-                f"{name}-{i + 1}",
-                ami_id=args.ami_id,
-                instance_type=args.instance_type,
-                subnet_id=args.subnet_ids[i % len(args.subnet_ids)],
-                security_group_id=args.security_group_id,
-                instance_profile=args.instance_profile_name,
-                ebs_key_arn=args.ebs_key_arn,
-                root_volume_gb=args.root_volume_gb,
-                patch_group=args.patch_group,
-                base_tags=t,
-                opts=child,
-            )
-            for i in range(args.instance_count)
-        ]
+        self.instances = hardened_instances(name, args, args.instance_count, t, child)
         # MON-01: Alertmanager publishes to the alarm topic only; the topic's key only through SNS.
         self.publish_policy = aws.iam.RolePolicy(
             f"{name}-publish",
@@ -214,13 +201,7 @@ class Monitoring(pulumi.ComponentResource):
         self.app_log_policy = aws.iam.RolePolicy(
             f"{name}-app-audit-write",
             role=args.app_role_name,
-            policy=policy_json(
-                statement(
-                    "ShipAuditRecords",
-                    ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
-                    [self.app_log_group.arn, pulumi.Output.concat(self.app_log_group.arn, ":*")],
-                )
-            ),
+            policy=policy_json(write_logs_statement("ShipAuditRecords", self.app_log_group.arn)),
             opts=child,
         )
         config_name = f"AmazonCloudWatch-{name}-app"

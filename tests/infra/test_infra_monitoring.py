@@ -75,7 +75,7 @@ def test_the_mon_host_is_a_hardened_host_of_the_management_tier(prod: tuple[Reso
     assert root["encrypted"] is True and root["kmsKeyId"].endswith(":key/billkit-keys-ebs")
     assert mon.inputs["iamInstanceProfile"] == "billkit-identity-mon"
     assert mon.inputs["tags"][PATCH_GROUP_TAG] == "billkit-mon"
-    # The same hardening as the Vault nodes: one helper makes both (infra.common.hardened_instance).
+    # The same hardening as the Vault nodes: one helper makes both (infra.common.hardened_instances).
     vault = named(prod, INSTANCE, "billkit-vault-1").inputs
     shared = ("metadataOptions", "associatePublicIpAddress", "monitoring", "disableApiTermination")
     assert {k: mon.inputs[k] for k in shared} == {k: vault[k] for k in shared}
