@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
-from infra.common import PATCH_GROUP_TAG, tags
+from infra.common import IMDSV2, host_tags, tags
 
 
 @dataclass
@@ -41,7 +41,7 @@ class AppHosts(pulumi.ComponentResource):
             raise ValueError(f"need min ≤ desired ≤ max, got {args.min_size}/{args.desired_capacity}/{args.max_size}")
         child = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(parent=self))
         t = tags(args.base_tags, billkit_component="app_hosts", billkit_role="app")
-        instance_tags = tags({**t, PATCH_GROUP_TAG: args.patch_group}, Name=f"{name}-app")
+        instance_tags = host_tags(t, args.patch_group, f"{name}-app")
 
         self.launch_template = aws.ec2.LaunchTemplate(
             f"{name}-lt",
@@ -49,12 +49,7 @@ class AppHosts(pulumi.ComponentResource):
             instance_type=args.instance_type,
             update_default_version=True,
             iam_instance_profile=aws.ec2.LaunchTemplateIamInstanceProfileArgs(arn=args.instance_profile_arn),
-            metadata_options=aws.ec2.LaunchTemplateMetadataOptionsArgs(
-                http_endpoint="enabled",
-                http_tokens="required",
-                http_put_response_hop_limit=1,
-                instance_metadata_tags="disabled",
-            ),  # fmt: skip
+            metadata_options=aws.ec2.LaunchTemplateMetadataOptionsArgs(**IMDSV2),
             network_interfaces=[
                 aws.ec2.LaunchTemplateNetworkInterfaceArgs(
                     associate_public_ip_address="false",

@@ -1,7 +1,7 @@
 """Identity: the account password policy, MFA for humans, and least-privilege roles.
 
 Human roles (platform admin, auditor) can only be assumed with MFA; the CI deployer trusts
-the CI's OIDC provider for one subject only. Workload roles (Vault, app, backup, flow logs,
+the CI's OIDC provider for one subject only. Workload roles (Vault, app, monitoring, backup, flow logs,
 RDS monitoring, CloudTrail) are created here with their trust policy only; each component
 attaches the narrow permissions it needs (e.g. the Vault role may use only the unseal key).
 
@@ -352,6 +352,7 @@ class Identity(pulumi.ComponentResource):
         services = {
             "vault": "ec2.amazonaws.com",
             "app": "ec2.amazonaws.com",
+            "mon": "ec2.amazonaws.com",
             "backup": "backup.amazonaws.com",
             "flow-logs": "vpc-flow-logs.amazonaws.com",
             "rds-monitoring": "monitoring.rds.amazonaws.com",
@@ -370,6 +371,7 @@ class Identity(pulumi.ComponentResource):
         managed = {
             "vault": ("AmazonSSMManagedInstanceCore",),
             "app": ("AmazonSSMManagedInstanceCore",),
+            "mon": ("AmazonSSMManagedInstanceCore",),
             "backup": ("service-role/AWSBackupServiceRolePolicyForBackup",
                        "service-role/AWSBackupServiceRolePolicyForRestores"),
             "rds-monitoring": ("service-role/AmazonRDSEnhancedMonitoringRole",),
@@ -386,7 +388,7 @@ class Identity(pulumi.ComponentResource):
         ]
         self.instance_profiles = {
             role: aws.iam.InstanceProfile(f"{name}-{role}", path=PATH, role=self.roles[role].name, tags=t, opts=child)
-            for role in ("vault", "app")
+            for role in ("vault", "app", "mon")
         }
 
         self.register_outputs(

@@ -14,10 +14,10 @@ import pulumi
 import pulumi_aws as aws
 
 from infra import topology
-from infra.common import policy_json, statement, tags
+from infra.common import policy_json, tags, write_logs_statement
 
-# Interface endpoints: the AWS APIs the private tiers call (SSM replaces SSH).
-INTERFACE_ENDPOINTS = ("kms", "ssm", "ssmmessages", "ec2messages", "logs", "secretsmanager", "sts")
+# Interface endpoints: the AWS APIs the private tiers call (SSM replaces SSH; Alertmanager publishes to SNS).
+INTERFACE_ENDPOINTS = ("kms", "ssm", "ssmmessages", "ec2messages", "logs", "secretsmanager", "sts", "sns")
 
 
 @dataclass
@@ -257,13 +257,7 @@ class Network(pulumi.ComponentResource):
         self.flow_log_policy = aws.iam.RolePolicy(
             f"{name}-flow-logs-write",
             role=args.flow_logs_role_name,
-            policy=policy_json(
-                statement(
-                    "WriteFlowLogs",
-                    ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
-                    [self.flow_log_group.arn, pulumi.Output.concat(self.flow_log_group.arn, ":*")],
-                )
-            ),
+            policy=policy_json(write_logs_statement("WriteFlowLogs", self.flow_log_group.arn)),
             opts=child,
         )
         self.flow_log = aws.ec2.FlowLog(

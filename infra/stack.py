@@ -5,35 +5,21 @@ from __future__ import annotations
 from typing import Any
 
 import pulumi
-import pulumi_aws as aws
 
 from infra import topology
 from infra.app_hosts import AppHosts, AppHostsArgs
 from infra.audit import Audit, AuditArgs
 from infra.backup import Backup, BackupArgs
+from infra.common import debian_ami
 from infra.database import Database, DatabaseArgs
 from infra.edge import Edge, EdgeArgs
 from infra.identity import Identity, IdentityArgs
 from infra.keys import GRANT_ACTIONS, KEY_USE_ACTIONS, Keys, KeysArgs, KeyUser
+from infra.monitoring import Monitoring, MonitoringArgs
 from infra.network import Network, NetworkArgs
 from infra.patching import Patching, PatchingArgs, ec2_roles, patch_group_name
 from infra.settings import StackSettings
 from infra.vault import VaultCluster, VaultClusterArgs
-
-# Debian's official AMIs (Debian 12 "bookworm"), published by the Debian cloud team's account.
-DEBIAN_AMI_OWNER = "136693071363"
-DEBIAN_AMI_NAME = "debian-12-amd64-*"
-
-
-def debian_ami(cfg: StackSettings) -> pulumi.Input[str]:
-    if cfg.ami_id:
-        return cfg.ami_id
-    ami = aws.ec2.get_ami_output(
-        most_recent=True,
-        owners=[DEBIAN_AMI_OWNER],
-        filters=[aws.ec2.GetAmiFilterArgs(name="name", values=[DEBIAN_AMI_NAME])],
-    )
-    return ami.id
 
 
 def build(cfg: StackSettings, account_id: pulumi.Input[str], prefix: str = "billkit") -> dict[str, Any]:
@@ -93,6 +79,13 @@ def build(cfg: StackSettings, account_id: pulumi.Input[str], prefix: str = "bill
                         "AlarmsPublish", ("kms:Decrypt", "kms:GenerateDataKey*"), service="cloudwatch.amazonaws.com"
                     ),
                     KeyUser("AuditorReads", ("kms:Decrypt", "kms:DescribeKey"), role_arns=[roles["auditor"].arn]),
+                    # MON-01: Alertmanager on the monitoring hosts publishes to the encrypted alarm topic.
+                    KeyUser(
+                        "MonitoringPublishesAlerts",
+                        ("kms:Decrypt", "kms:GenerateDataKey*"),
+                        role_arns=[roles["mon"].arn],
+                        via_service=f"sns.{region}.amazonaws.com",
+                    ),
                 ],
                 # PAT-07: hosts write patch evidence and read the playbook bundle; the deployer uploads the
                 # bundle through S3 only; auditors read the evidence.
@@ -177,7 +170,7 @@ def build(cfg: StackSettings, account_id: pulumi.Input[str], prefix: str = "bill
             base_tags=base,
         ),
     )
-    ami = debian_ami(cfg)
+    ami = debian_ami(cfg.ami_id)
     patch_groups = {role: patch_group_name(prefix, role) for role in ec2_roles()}
     app = AppHosts(
         f"{prefix}-app",
@@ -240,6 +233,26 @@ def build(cfg: StackSettings, account_id: pulumi.Input[str], prefix: str = "bill
             base_tags=base,
         ),
     )
+    monitoring = Monitoring(
+        f"{prefix}-mon",
+        MonitoringArgs(
+            region=region,
+            subnet_ids=list(network.subnet_ids("management")),
+            security_group_id=sgs["mon"].id,
+            ami_id=ami,
+            ebs_key_arn=keys.arn("ebs"),
+            logs_key_arn=keys.arn("logs"),
+            alarm_topic_arn=audit.topic.arn,
+            alarm_key_arn=keys.arn("audit"),
+            role_name=roles["mon"].name,
+            instance_profile_name=identity.instance_profiles["mon"].name,
+            patch_group=patch_groups["mon"],
+            app_role_name=roles["app"].name,
+            app_patch_group=patch_groups["app"],
+            log_retention_days=cfg.log_retention_days,
+            base_tags=base,
+        ),
+    )
     patching = Patching(
         f"{prefix}-patching",
         PatchingArgs(
@@ -264,6 +277,11 @@ def build(cfg: StackSettings, account_id: pulumi.Input[str], prefix: str = "bill
         "backupVaultArn": backup.vault.arn,
         "trailArn": audit.trail.arn,
         "alarmTopicArn": audit.topic.arn,
+        "monitoringInstanceIds": [n.id for n in monitoring.instances],
+        "monitoringPrivateIps": [n.private_ip for n in monitoring.instances],
+        "prometheusUrls": monitoring.prometheus_urls,
+        "alertmanagerUrls": monitoring.alertmanager_urls,
+        "appAuditLogGroup": monitoring.app_log_group.name,
         "roleArns": {k: r.arn for k, r in roles.items()},
         "patchBaselineId": patching.baseline.id,
         "patchGroups": patch_groups,

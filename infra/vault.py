@@ -15,28 +15,19 @@ import pulumi
 import pulumi_aws as aws
 
 from infra import topology
-from infra.common import BACKUP_TAG_KEY, BACKUP_TAG_VALUE, PATCH_GROUP_TAG, policy_json, statement, tags
+from infra.common import BACKUP_TAG_KEY, BACKUP_TAG_VALUE, HostArgs, hardened_instances, policy_json, statement, tags
 
 MODERN_TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-Res-2021-06"
 
 
-@dataclass
-class VaultClusterArgs:
+@dataclass(kw_only=True)
+class VaultClusterArgs(HostArgs):
     vpc_id: pulumi.Input[str]
-    subnet_ids: list[pulumi.Input[str]]
-    security_group_id: pulumi.Input[str]
-    ami_id: pulumi.Input[str]
-    ebs_key_arn: pulumi.Input[str]
     unseal_key_arn: pulumi.Input[str]
     role_name: pulumi.Input[str]
-    instance_profile_name: pulumi.Input[str]
     certificate_arn: pulumi.Input[str]
-    # The nodes' `Patch Group` tag (infra.patching.patch_group_name): no node goes unpatched.
-    patch_group: str
     base_tags: dict[str, str] = field(default_factory=dict)
     node_count: int = 3
-    instance_type: str = "m6i.large"
-    root_volume_gb: int = 20
     raft_volume_gb: int = 50
     tls_policy: str = MODERN_TLS_POLICY
 
@@ -58,37 +49,9 @@ class VaultCluster(pulumi.ComponentResource):
             ),
             opts=child,
         )
-        self.nodes: list[aws.ec2.Instance] = []
+        self.nodes = hardened_instances(name, args, args.node_count, t, child)
         self.raft_volumes: list[aws.ebs.Volume] = []
-        for i in range(args.node_count):
-            subnet = args.subnet_ids[i % len(args.subnet_ids)]
-            node = aws.ec2.Instance(
-                f"{name}-{i + 1}",
-                ami=args.ami_id,
-                instance_type=args.instance_type,
-                subnet_id=subnet,
-                vpc_security_group_ids=[args.security_group_id],
-                associate_public_ip_address=False,
-                iam_instance_profile=args.instance_profile_name,
-                metadata_options=aws.ec2.InstanceMetadataOptionsArgs(
-                    http_endpoint="enabled",
-                    http_tokens="required",
-                    http_put_response_hop_limit=1,
-                    instance_metadata_tags="disabled",
-                ),  # fmt: skip
-                root_block_device=aws.ec2.InstanceRootBlockDeviceArgs(
-                    encrypted=True,
-                    kms_key_id=args.ebs_key_arn,
-                    volume_size=args.root_volume_gb,
-                    volume_type="gp3",
-                    delete_on_termination=True,
-                ),  # fmt: skip
-                monitoring=True,
-                disable_api_termination=True,
-                tags=tags({**t, PATCH_GROUP_TAG: args.patch_group}, Name=f"{name}-{i + 1}"),
-                volume_tags=tags(t, Name=f"{name}-{i + 1}-root"),
-                opts=child,
-            )
+        for i, node in enumerate(self.nodes):
             volume = aws.ebs.Volume(
                 f"{name}-{i + 1}-raft",
                 availability_zone=node.availability_zone,
@@ -103,7 +66,6 @@ class VaultCluster(pulumi.ComponentResource):
                 f"{name}-{i + 1}-raft-attach", device_name="/dev/sdf", volume_id=volume.id, instance_id=node.id,
                 opts=child,
             )  # fmt: skip
-            self.nodes.append(node)
             self.raft_volumes.append(volume)
 
         # ENC-03: clients reach Vault through an internal NLB with a TLS listener; targets speak TLS too.

@@ -46,18 +46,32 @@ def log_group_retention(props: Mapping[str, Any], args: ResourceValidationArgs) 
         yield "no retention is set: declare it (≥ 365 days) so it is reviewed"
 
 
+ALARM_ACTION_KINDS = ("alarmActions", "okActions", "insufficientDataActions")
+
+
 @resource_policy(
     "aws-cloudwatch-metricalarm-configure-notification",
-    description="Every alarm notifies someone: actions enabled and at least one alarm action.",
+    description="Every alarm notifies people: actions enabled, at least one alarm action, and every action an SNS "
+    "topic (an alarm that only stops an instance or scales a group tells nobody).",
     resource_types=[ALARM],
-    controls=["LOG-02"],
+    controls=["LOG-02", "MON-01"],
     pci=["10.4.1", "10.7.2"],
     severity=Severity.MEDIUM,
-    remediation="Set actions_enabled=True and alarm_actions to the security topic.",
+    remediation="Set actions_enabled=True and alarm_actions to the security topic's ARN.",
 )
 def alarm_actions(props: Mapping[str, Any], args: ResourceValidationArgs) -> Iterable[str]:
     if props.get("actionsEnabled") is False or not items(props.get("alarmActions")):
         yield "the alarm notifies nobody"
+    for kind in ALARM_ACTION_KINDS:
+        for action in items(props.get(kind)):
+            if not is_topic(action):
+                yield f"{kind} {action} is not an SNS topic: nobody is told"
+
+
+def is_topic(arn: Any) -> bool:
+    """An SNS topic's ARN, in any partition (arn:aws:sns:…, arn:aws-us-gov:sns:…)."""
+    parts = str(arn).split(":")
+    return len(parts) >= 6 and parts[0] == "arn" and parts[1].startswith("aws") and parts[2] == "sns"
 
 
 @resource_policy(

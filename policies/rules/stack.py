@@ -43,6 +43,14 @@ REQUIRED_ALARM_EVENTS = {
     "NACL changes": "CreateNetworkAclEntry",
     "network changes": "CreateRoute",
 }
+# The app's security events (app_stub/audit.py's actions) that must each raise an alarm.
+REQUIRED_APP_ALARM_ACTIONS = {
+    "failed sign-ins": "auth.login",
+    "lockouts": "auth.lockout",
+    "failed step-ups": "auth.step_up",
+    "detokenizations": "card.detokenize",
+    "role grants": "role.grant",
+}
 
 
 def _of(args: StackValidationArgs, *types: str) -> list[PolicyResource]:
@@ -170,6 +178,28 @@ def keys_in_use_rotate(args: StackValidationArgs) -> Iterable[str]:
                         yield f"{key.urn}: key {key.name} is used by {r.name} but does not rotate"
 
 
+def _notifying_metrics(args: StackValidationArgs) -> set[tuple[Any, Any]]:
+    """(namespace, metric name) of every enabled alarm whose actions notify through SNS."""
+    return {
+        (a.props.get("namespace"), a.props.get("metricName"))
+        for a in _of(args, cloudwatch.ALARM)
+        if a.props.get("actionsEnabled") is not False
+        and items(a.props.get("alarmActions"))
+        and all(cloudwatch.is_topic(x) for x in items(a.props.get("alarmActions")))
+    }
+
+
+def _alarmed_patterns(args: StackValidationArgs) -> list[str]:
+    """The patterns of the metric filters whose metric an enabled, notifying alarm watches."""
+    alarmed = _notifying_metrics(args)
+    out: list[str] = []
+    for f in _of(args, METRIC_FILTER):
+        t = f.props.get("metricTransformation") or {}
+        if (t.get("namespace"), t.get("name")) in alarmed:
+            out.append(str(f.props.get("pattern", "")))
+    return out
+
+
 @stack_policy(
     "aws-cloudwatch-stack-enable-security-alarms",
     description="Metric filters and alarms watch root use, unauthorised calls, console login without MFA, "
@@ -180,19 +210,28 @@ def keys_in_use_rotate(args: StackValidationArgs) -> Iterable[str]:
     remediation="Add a LogMetricFilter on the trail's log group and a MetricAlarm with an action for each event.",
 )
 def security_alarms(args: StackValidationArgs) -> Iterable[str]:
-    alarmed = {
-        (a.props.get("namespace"), a.props.get("metricName"))
-        for a in _of(args, cloudwatch.ALARM)
-        if items(a.props.get("alarmActions"))
-    }
-    watched: list[str] = []
-    for f in _of(args, METRIC_FILTER):
-        t = f.props.get("metricTransformation") or {}
-        if (t.get("namespace"), t.get("name")) in alarmed:
-            watched.append(str(f.props.get("pattern", "")))
+    watched = _alarmed_patterns(args)
     for what, event in REQUIRED_ALARM_EVENTS.items():
         if not any(event in p for p in watched):
             yield f"no alarm on {what} (no metric filter naming {event} with an alarm that notifies)"
+
+
+@stack_policy(
+    "aws-cloudwatch-stack-enable-app-security-alarms",
+    description="The app's security events raise alarms in real time: a metric filter on the app's audit log "
+    "group for failed sign-ins, lockouts, failed step-ups, detokenizations and role grants, each with an "
+    "enabled alarm that notifies through SNS.",
+    controls=["MON-01"],
+    pci=["10.4.1", "10.4.1.1", "10.2.1"],
+    severity=Severity.HIGH,
+    remediation="Build infra.monitoring.Monitoring: a LogMetricFilter per event on the app's audit log group and "
+    "a MetricAlarm on its metric with alarm_actions the alarm topic.",
+)
+def app_security_alarms(args: StackValidationArgs) -> Iterable[str]:
+    watched = _alarmed_patterns(args)
+    for what, action in REQUIRED_APP_ALARM_ACTIONS.items():
+        if not any(f'"{action}"' in p for p in watched):
+            yield f'no alarm on the app\'s {what} (no metric filter naming "{action}" with an alarm that notifies)'
 
 
 @stack_policy(

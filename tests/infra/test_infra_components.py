@@ -35,6 +35,7 @@ COMPONENTS = {
     "billkit:audit:Audit",
     "billkit:buckets:SecureBucket",
     "billkit:patching:Patching",
+    "billkit:monitoring:Monitoring",
 }
 
 
@@ -192,7 +193,7 @@ def test_dev_opts_out_of_multi_az_explicitly(dev: tuple[Resource, ...]) -> None:
 
 @pytest.mark.control("NET-09", "EAR-03", "NET-03", "EAR-07", "ENC-03")
 def test_vault_cluster(prod: tuple[Resource, ...]) -> None:
-    nodes = of(prod, "aws:ec2/instance:Instance")
+    nodes = [n for n in of(prod, "aws:ec2/instance:Instance") if n.inputs["tags"]["billkit:role"] == "vault"]
     assert len(nodes) == 3
     assert len({n.inputs["subnetId"] for n in nodes}) == 3  # one per AZ
     for n in nodes:
@@ -227,7 +228,7 @@ def test_app_hosts(prod: tuple[Resource, ...]) -> None:
     assert asg["minSize"] == 2 and asg["desiredCapacity"] == 3 and len(asg["vpcZoneIdentifiers"]) == 3
     # SSM instead of SSH: the instance role has the SSM core policy.
     attachments = [a.inputs["policyArn"] for a in of(prod, "aws:iam/rolePolicyAttachment:RolePolicyAttachment")]
-    assert attachments.count("arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore") == 2
+    assert attachments.count("arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore") == 3  # app, vault, mon
     assert one(prod, "aws:ebs/encryptionByDefault:EncryptionByDefault").inputs["enabled"] is True
 
 

@@ -112,7 +112,7 @@ def test_every_role_is_bounded_and_the_deployer_creates_roles_only_within_the_bo
     boundary = named(prod, POLICY, "billkit-identity-boundary")
     assert boundary.inputs["path"] == "/billkit/" and boundary.inputs["name"] == "billkit-identity-boundary"
     roles = of(prod, ROLE)
-    assert len(roles) == 9
+    assert len(roles) == 10
     assert {r.name: r.inputs.get("permissionsBoundary") for r in roles} == {r.name: BOUNDARY_ARN for r in roles}
     deployer = named(prod, POLICY, "billkit-identity-ci-deployer")
     for policy in (deployer, boundary):  # the boundary repeats the rule: bounded roles create bounded roles only

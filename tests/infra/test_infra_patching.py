@@ -35,7 +35,7 @@ TARGET = "aws:ssm/maintenanceWindowTarget:MaintenanceWindowTarget"
 TASK = "aws:ssm/maintenanceWindowTask:MaintenanceWindowTask"
 ASSOCIATION = "aws:ssm/association:Association"
 EVIDENCE_BUCKET = "billkit-patching-evidence-bucket"  # the mock's bucket name of billkit-patching-evidence
-GROUPS = {"app": "billkit-app", "vault": "billkit-vault"}
+GROUPS = {"app": "billkit-app", "vault": "billkit-vault", "mon": "billkit-mon"}
 # How an archive travels to the engine: Pulumi's signature key and its archive signature.
 SIG_KEY, ARCHIVE_SIG = "4dabf18193072939515e22adb298388d", "0def7320c3a5731c473e5ecbe6d01bc7"
 
@@ -44,7 +44,7 @@ SIG_KEY, ARCHIVE_SIG = "4dabf18193072939515e22adb298388d", "0def7320c3a5731c473e
 
 
 def test_patch_groups_are_the_roles_ec2_instances_realise() -> None:
-    assert ec2_roles() == ("app", "vault")
+    assert ec2_roles() == ("app", "vault", "mon")
     managed = [r.name for r in topology.ROLES if r.name not in ec2_roles()]
     assert managed == ["waf", "db", "backup"]  # ALB, RDS, AWS Backup: AWS patches them
     assert {r: patch_group_name("billkit", r) for r in ec2_roles()} == GROUPS
@@ -58,6 +58,7 @@ def test_windows_follow_each_other_on_one_day_and_never_overlap() -> None:
     assert [(w.role, w.group, w.schedule) for w in windows] == [
         ("app", "billkit-app", "cron(0 2 ? * SUN *)"),
         ("vault", "billkit-vault", "cron(0 5 ? * SUN *)"),
+        ("mon", "billkit-mon", "cron(0 8 ? * SUN *)"),
     ]
     for earlier, later in zip(windows, windows[1:], strict=False):
         assert earlier.start_hour + earlier.duration_hours <= later.start_hour
@@ -71,7 +72,7 @@ def test_windows_follow_each_other_on_one_day_and_never_overlap() -> None:
         ({"duration_hours": 0}, "a maintenance window lasts 1 to 24 hours, not 0"),
         ({"cutoff_hours": 0}, "the cutoff (0 h) must be at least 1 h and shorter than the window (3 h)"),
         ({"cutoff_hours": 3}, "the cutoff (3 h) must be at least 1 h and shorter than the window (3 h)"),
-        ({"start_hour": 20}, "2 windows of 3 h from 20:00 end at 26:00: they must fit in one day"),
+        ({"start_hour": 20}, "3 windows of 3 h from 20:00 end at 29:00: they must fit in one day"),
     ],
 )
 def test_a_window_plan_that_cannot_work_is_refused_with_the_fix(kwargs: dict[str, Any], message: str) -> None:
@@ -101,13 +102,14 @@ def test_patching_args_default_to_the_secure_setting() -> None:
     [
         ({"operating_system": "WINDOWS"}, "the baseline is written for apt systems"),
         ({"host_role_names": {"app": "r"}}, "every patch group needs its hosts' IAM role"),
-        ({"window_hours": 13}, "2 windows of 13 h from 2:00 end at 28:00"),
+        ({"window_hours": 13}, "3 windows of 13 h from 2:00 end at 41:00"),
     ],
 )
 def test_bad_arguments_are_refused_before_anything_is_registered(change: dict[str, Any], message: str) -> None:
     args = PatchingArgs(
         account_id="123456789012", region="eu-central-1", patch_groups=dict(GROUPS),
-        host_role_names={"app": "a", "vault": "v"}, evidence_key_arn="arn:aws:kms:eu-central-1:123456789012:key/k",
+        host_role_names={"app": "a", "vault": "v", "mon": "m"},
+        evidence_key_arn="arn:aws:kms:eu-central-1:123456789012:key/k",
     )  # fmt: skip
     with pytest.raises(ValueError, match=message):
         Patching("billkit-patching", dataclasses.replace(args, **change))
@@ -119,9 +121,10 @@ def test_bad_arguments_are_refused_before_anything_is_registered(change: dict[st
 @pytest.mark.control("PAT-05")
 def test_every_host_carries_a_patch_group_registered_with_the_baseline(prod: tuple[Resource, ...]) -> None:
     groups = {g.inputs["patchGroup"]: g.inputs["baselineId"] for g in of(prod, GROUP)}
-    assert groups == {"billkit-app": "billkit-patching-baseline-id", "billkit-vault": "billkit-patching-baseline-id"}
-    nodes = of(prod, "aws:ec2/instance:Instance")
-    assert len(nodes) == 3 and all(n.inputs["tags"][PATCH_GROUP_TAG] == "billkit-vault" for n in nodes)
+    assert groups == dict.fromkeys(GROUPS.values(), "billkit-patching-baseline-id")
+    nodes = {n.name: n.inputs["tags"][PATCH_GROUP_TAG] for n in of(prod, "aws:ec2/instance:Instance")}
+    assert nodes == {"billkit-vault-1": "billkit-vault", "billkit-vault-2": "billkit-vault",
+                     "billkit-vault-3": "billkit-vault", "billkit-mon-1": "billkit-mon"}  # fmt: skip
     lt = one(prod, "aws:ec2/launchTemplate:LaunchTemplate").inputs
     spec = next(s for s in lt["tagSpecifications"] if s["resourceType"] == "instance")
     assert spec["tags"][PATCH_GROUP_TAG] == "billkit-app"
@@ -146,7 +149,7 @@ def test_the_baseline_approves_every_debian_security_update(prod: tuple[Resource
 
 @pytest.mark.control("PAT-05")
 def test_a_daily_scan_reports_pending_updates_and_never_installs(prod: tuple[Resource, ...]) -> None:
-    scan = one(prod, ASSOCIATION).inputs
+    scan = named(prod, ASSOCIATION, "billkit-patching-scan").inputs
     assert scan["name"] == "AWS-RunPatchBaseline" and scan["scheduleExpression"] == "cron(0 1 * * ? *)"
     assert scan["parameters"] == {"Operation": "Scan", "RebootOption": "NoReboot"}
     assert scan["targets"] == [{"key": f"tag:{PATCH_GROUP_TAG}", "values": list(GROUPS.values())}]
@@ -164,6 +167,7 @@ def test_each_role_is_rolled_out_in_its_own_window_one_host_at_a_time(prod: tupl
     assert {n: w.inputs["schedule"] for n, w in windows.items()} == {
         "billkit-patching-app": "cron(0 2 ? * SUN *)",
         "billkit-patching-vault": "cron(0 5 ? * SUN *)",
+        "billkit-patching-mon": "cron(0 8 ? * SUN *)",
     }
     for w in windows.values():
         assert (w.inputs["duration"], w.inputs["cutoff"], w.inputs["allowUnassociatedTargets"]) == (3, 1, False)

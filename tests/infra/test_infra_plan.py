@@ -36,8 +36,9 @@ def test_prod_plan_is_clean_through_the_cli() -> None:
     data = json.loads(result.stdout)
     assert data["violations"] == [] and data["mandatory_violations"] == 0
     assert data["resources"] > 200 and data["resources_by_type"]["aws:rds/instance:Instance"] == 1
+    assert data["resources_by_type"]["aws:ec2/instance:Instance"] == 4  # three Vault nodes and the mon host
     assert data["policies_evaluated"] == len(control_links())
-    assert set(data["controls"].values()) == {"proven"}
+    assert set(data["controls"].values()) == {"proven"} and "MON-01" in data["controls"]
 
 
 @pytest.mark.control("CMP-02", "BAK-07")
@@ -86,7 +87,8 @@ EXPECTED_INSECURE = {
     # stack policies
     "aws-ec2-stack-disallow-private-tier-internet-route", "aws-elb-stack-enable-waf-association",
     "aws-backup-stack-enable-database-coverage", "aws-backup-stack-enable-restore-testing",
-    "aws-cloudwatch-stack-enable-security-alarms", "aws-cloudtrail-stack-enable-trail",
+    "aws-cloudwatch-stack-enable-security-alarms", "aws-cloudwatch-stack-enable-app-security-alarms",
+    "aws-cloudtrail-stack-enable-trail",
     "aws-guardduty-stack-enable-detector", "aws-securityhub-stack-enable-pci-standard",
     "aws-s3-stack-enable-bucket-guardrails",
     # cloud identity escalation: unbounded roles, self-modification, keys their administrators may use
@@ -149,6 +151,16 @@ def _stop_key_rotation(resources: list[Resource]) -> None:
     key.inputs["enableKeyRotation"] = False
 
 
+def _silence_alarm(name_contains: str) -> Callable[[list[Resource]], None]:
+    def change(resources: list[Resource]) -> None:
+        alarm = next(
+            r for r in resources if r.type == "aws:cloudwatch/metricAlarm:MetricAlarm" and name_contains in r.name
+        )
+        alarm.inputs["actionsEnabled"] = False
+
+    return change
+
+
 def _drop_deployer_self_denial(resources: list[Resource]) -> None:
     policy = next(
         r for r in resources if r.type == "aws:iam/policy:Policy" and r.name == "billkit-identity-ci-deployer"
@@ -185,7 +197,12 @@ STACK_CASES = [
      {("aws-ssm-stack-enable-patch-coverage", "billkit-app-lt")}),
     ("PAT-05", _drop("aws:ssm/association:Association", "scan"),
      {("aws-ssm-stack-enable-patch-coverage", n) for n in ("billkit-app-lt", "billkit-vault-1", "billkit-vault-2",
-                                                           "billkit-vault-3")}),
+                                                           "billkit-vault-3", "billkit-mon-1")}),
+    ("MON-01", _drop("aws:cloudwatch/logMetricFilter:LogMetricFilter", "app-lockouts"),
+     {("aws-cloudwatch-stack-enable-app-security-alarms", "prod")}),
+    ("MON-01", _silence_alarm("app-role-grants"),
+     {("aws-cloudwatch-stack-enable-app-security-alarms", "prod"),
+      ("aws-cloudwatch-metricalarm-configure-notification", "billkit-mon-app-role-grants-alarm")}),
 ]  # fmt: skip
 
 

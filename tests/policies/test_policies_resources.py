@@ -247,6 +247,15 @@ CASES: list[tuple[str, str, str, Callable[[Props], Any], str]] = [
      lambda p: p.update(retentionInDays=90.0), "events are kept 90 days; keep at least 365"),
     ("aws-cloudwatch-metricalarm-configure-notification", "aws:cloudwatch/metricAlarm:MetricAlarm", "",
      lambda p: p.update(alarmActions=[]), "the alarm notifies nobody"),
+    ("aws-cloudwatch-metricalarm-configure-notification", "aws:cloudwatch/metricAlarm:MetricAlarm", "app-lockouts",
+     lambda p: p.update(actionsEnabled=False), "the alarm notifies nobody"),
+    ("aws-cloudwatch-metricalarm-configure-notification", "aws:cloudwatch/metricAlarm:MetricAlarm", "app-detokenizations",
+     lambda p: p.update(alarmActions=["arn:aws:automate:eu-central-1:ec2:stop"]),
+     "alarmActions arn:aws:automate:eu-central-1:ec2:stop is not an SNS topic: nobody is told"),
+    ("aws-cloudwatch-metricalarm-configure-notification", "aws:cloudwatch/metricAlarm:MetricAlarm", "app-role-grants",
+     lambda p: p.update(okActions=["arn:aws:swf:eu-central-1:123456789012:action/actions/AWS_EC2.InstanceId.Reboot/1.0"]),
+     "okActions arn:aws:swf:eu-central-1:123456789012:action/actions/AWS_EC2.InstanceId.Reboot/1.0 is not an SNS topic: "
+     "nobody is told"),
     ("aws-sns-topic-enable-kms-encryption", "aws:sns/topic:Topic", "",
      lambda p: p.update(kmsMasterKeyId="alias/aws/sns"), "the topic uses the AWS-managed SNS key"),
     # Backup
