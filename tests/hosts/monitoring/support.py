@@ -74,9 +74,10 @@ def write_on_mon(path: str, text: str, mode: str = "0600") -> None:
     from billkit.lab.hosts import ssh_command
     from infra.topology import lab_host
 
-    cmd = (
-        f"sudo install -d -m 0700 $(dirname {path}) && sudo sh -c 'umask 077; cat > {path}' && sudo chmod {mode} {path}"
-    )
+    folder = path.rsplit("/", 1)[0]  # made if absent (root only); an existing folder keeps its mode
+    # written aside, then renamed: a reader watching the folder sees the whole file with its final mode
+    cmd = (f"sudo sh -c '[ -d {folder} ] || install -d -m 0700 {folder}; umask 077; cat > {path}.part "
+           f"&& chmod {mode} {path}.part && mv -f {path}.part {path}'")  # fmt: skip
     proc = subprocess.run(ssh_command(lab_host(MON), cmd), input=text, capture_output=True, text=True, timeout=60,
                           check=False)  # fmt: skip
     assert proc.returncode == 0, f"writing {path} on {MON}: {proc.stderr[-500:]}"

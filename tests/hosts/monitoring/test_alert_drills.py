@@ -62,7 +62,7 @@ def _wrong_passwords() -> None:
     with httpx.Client(base_url=f"https://127.0.0.1:{LAB_PUBLISHED_HTTPS}", verify=False, timeout=30) as web:  # noqa: S501
         for i in range(12):
             r = web.post("/api/login", json={"username": user, "password": f"guess-{i}-{secrets.token_hex(4)}"})
-            assert r.status_code in (400, 401, 403), r.text[:200]
+            assert r.status_code in (400, 401, 403, 423), r.text[:200]  # 423: locked after 10, still counted
             time.sleep(2.1 if i >= 8 else 0)
 
 
@@ -84,19 +84,30 @@ def _unseal() -> None:
     unseal_all(cluster)
 
 
-def _serve_short_lived_cert() -> None:
-    """A certificate of the lab's CA valid for one hour, served on mon-1's loopback and probed from there."""
+def _serve(hours: int) -> None:
+    """A certificate of the lab's CA valid for ``hours``, served on mon-1's loopback."""
     from billkit.vault import lab as vault_lab
     from billkit.vault.pki import ensure_root_ca
 
-    cert, key = ensure_root_ca(vault_lab.state().pki).issue_bootstrap(MON, [MON], ["127.0.0.1"], hours=1)
+    cert, key = ensure_root_ca(vault_lab.state().pki).issue_bootstrap(MON, [MON], ["127.0.0.1"], hours=hours)
     write_on_mon(f"{DRILL_DIR}/cert.pem", cert)
     write_on_mon(f"{DRILL_DIR}/key.pem", key)
+    on_mon("sh", "-c", "systemctl stop billkit-drill-tls 2>/dev/null; systemctl reset-failed billkit-drill-tls "
+           "2>/dev/null; true")  # fmt: skip
     on_mon("systemd-run", "--unit=billkit-drill-tls", "--property=Type=exec", "openssl", "s_server", "-quiet",
            "-accept", f"127.0.0.1:{DRILL_PROBE_PORT}", "-cert", f"{DRILL_DIR}/cert.pem", "-key",
            f"{DRILL_DIR}/key.pem", "-www")  # fmt: skip
+
+
+def _serve_short_lived_cert() -> None:
+    """A service whose certificate is not renewed: probed with a day's certificate first (the history the
+    rule compares with), then the certificate swapped for one that expires within the hour."""
+    _serve(24)
     target = f'- targets: ["127.0.0.1:{DRILL_PROBE_PORT}"]\n  labels: {{host: {MON}, role: mon, service: drill}}\n'
     write_on_mon(PROBE_FILE, target, mode="0644")
+    prom = prometheus()
+    prom.wait(lambda: prom.query('probe_ssl_earliest_cert_expiry{service="drill"}'), "the drill's probe read", 90)
+    _serve(1)
 
 
 def _stop_short_lived_cert() -> None:
@@ -109,9 +120,9 @@ def drills(lab_up: None) -> Iterator[dict[str, Drill]]:
     prom.firing()  # Prometheus answers before any event
     standby = _vault_standby()
     drills = {
-        "brute_force": Drill("AppLoginBruteForce", {}, _wrong_passwords, lambda: None),
+        "brute_force": Drill("AppSignInFailureBurst", {}, _wrong_passwords, lambda: None),
         "vault_sealed": Drill(
-            "VaultSealed",
+            "VaultNodeSealed",
             {"host": standby},
             lambda: run_on_hosts([standby], ["sudo", "systemctl", "restart", "openbao"]),
             _unseal,
@@ -123,7 +134,7 @@ def drills(lab_up: None) -> Iterator[dict[str, Drill]]:
             lambda: run_on_hosts([SILENT_HOST], ["sudo", "systemctl", "start", "prometheus-node-exporter"]),
         ),  # fmt: skip
         "cert_expiry": Drill(
-            "CertificateExpiringSoon", {"service": "drill"}, _serve_short_lived_cert, _stop_short_lived_cert
+            "TLSCertificateExpiringSoon", {"service": "drill"}, _serve_short_lived_cert, _stop_short_lived_cert
         ),  # fmt: skip
     }
     log_before = len(alert_log())
