@@ -123,8 +123,9 @@ def test_ec2_inventory_sets_the_same_role_variables():
 
     inv = inventory.ec2_inventory({"app-a": ("app", "10.40.64.10"), "vault-a": ("vault", "10.40.128.10")})["all"]
     app_rules = inv["hosts"]["app-a"]["host_firewall_inbound"]
-    assert {r["from"] for r in app_rules} == {"waf"}
-    assert app_rules[0]["sources"] == list(aws_subnets()["edge"])
+    assert {r["from"] for r in app_rules} == {"waf", "mon"}
+    assert next(r for r in app_rules if r["from"] == "waf")["sources"] == list(aws_subnets()["edge"])
+    assert next(r for r in app_rules if r["from"] == "mon")["sources"] == list(aws_subnets()["management"])
     vault_ports = {(r["from"], r["port"]) for r in inv["hosts"]["vault-a"]["host_firewall_inbound"]}
     assert ("app", VAULT_API) in vault_ports and all(src != OPERATOR for src, _ in vault_ports)
     assert "vault-a" in inv["children"]["tier_data"]["hosts"]

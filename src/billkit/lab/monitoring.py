@@ -19,7 +19,17 @@ import bcrypt
 
 from billkit.lab.inventory import write_group_vars
 from billkit.lab.state import LAB_DIR
-from infra.topology import ALERTMANAGER, APP_METRICS, NODE_EXPORTER, PROMETHEUS, VAULT_API, hosts_of, lab_hosts
+from infra.topology import (
+    ALERTMANAGER,
+    APP_METRICS,
+    APP_PORT,
+    HTTPS,
+    NODE_EXPORTER,
+    PROMETHEUS,
+    VAULT_API,
+    hosts_of,
+    lab_hosts,
+)
 
 Progress = Callable[[str], None]
 
@@ -27,6 +37,10 @@ FOLDER = LAB_DIR / "monitoring"
 TLS = FOLDER / "tls"  # <host>.pem (leaf + chain), <host>.key, ca.pem
 USERS = ("operator", "prometheus")
 CERT_RENEW_FRACTION = 0.5
+# The TLS endpoints mon-1 probes (role, port, service); each is a flow from mon in the topology.
+TLS_SERVICES = (("waf", HTTPS, "edge"), ("app", APP_PORT, "app"), ("vault", VAULT_API, "vault"),
+                ("backup", HTTPS, "backup-store"), ("mon", PROMETHEUS, "prometheus"),
+                ("mon", ALERTMANAGER, "alertmanager"))  # fmt: skip
 
 
 def _quiet(_: str) -> None:
@@ -114,6 +128,7 @@ def prepare(progress: Progress = _quiet) -> list[str]:
         "monitoring_node_exporter_port": NODE_EXPORTER,
         "monitoring_app_metrics_port": APP_METRICS,
         "monitoring_vault_port": VAULT_API,
+        "monitoring_tls_services": [{"group": f"role_{r}", "port": p, "service": n} for r, p, n in TLS_SERVICES],
         "monitoring_web_users": users,
         "monitoring_prometheus_password_src": str(password_files["prometheus"]),
     }
