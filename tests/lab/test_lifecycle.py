@@ -18,7 +18,7 @@ import pytest
 from billkit.controls import ROOT
 from billkit.lab import app, cgroups, hosts
 from billkit.lab.net import bridges
-from billkit.lab.pipeline import BACKUP, BILLING_APP, OPENBAO, PLAYBOOKS, POSTGRESQL, WAF
+from billkit.lab.pipeline import BACKUP, BILLING_APP, MONITORING, OPENBAO, PLAYBOOKS, POSTGRESQL, WAF
 from billkit.lab.procs import is_ours
 from billkit.lab.state import HOSTS_DIR, LAB_DIR, LOG_DIR, NFT_TABLE, lab_owner, load_state
 from infra.topology import lab_hosts
@@ -69,7 +69,7 @@ def test_up_reconciles_a_dead_session_and_changes_nothing():
     for pb in PLAYBOOKS:
         recap = json.loads((LOG_DIR / f"recap-{pb.file.removesuffix('.yml')}.json").read_text())
         assert set(recap) == {h.name for h in lab_hosts()}
-    for pb in (*PLAYBOOKS, OPENBAO, POSTGRESQL, BACKUP, BILLING_APP, WAF):
+    for pb in (*PLAYBOOKS, OPENBAO, POSTGRESQL, BACKUP, BILLING_APP, WAF, MONITORING):
         recap = json.loads((LOG_DIR / f"recap-{pb.file.removesuffix('.yml')}.json").read_text())
         changed = {name: r["changed"] for name, r in recap.items() if r["changed"]}
         assert not changed, f"{pb.file} changed tasks on a converged lab: {changed}"

@@ -90,7 +90,8 @@ def inventory() -> dict[str, Any]:
 
 def write_group_vars(group: str, body: dict[str, Any], by: str, private: bool = False) -> bool:
     """A stage's role variables as ``group_vars/<group>.yml`` next to the inventory; True if changed.
-    ``private``: 0600, for variables naming secrets' files or hashes."""
+    ``group`` may name a file in a group's folder (``all/<stage>``); ``private``: 0600, for variables naming
+    secrets' files or hashes."""
     from billkit.vault.pki import write_private
 
     target = INVENTORY.parent / "group_vars" / f"{group}.yml"

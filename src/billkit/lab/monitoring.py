@@ -4,7 +4,7 @@
    serve with it, Prometheus on mon-1 reads with it; 24 hours, re-issued by any ``up`` past half its
    lifetime) staged under ``.lab/monitoring/tls``; the web passwords (``operator`` for people and
    ``billkit alerts``, ``prometheus`` for Prometheus itself) and their bcrypt hashes; the roles'
-   variables as group_vars (``all``: host_monitoring; ``role_mon``: monitoring), ports from the topology.
+   variables as group_vars (``all/monitoring``: host_monitoring; ``role_mon``: monitoring), ports from the topology.
 2. the ``monitoring.yml`` playbook.
 """
 
@@ -132,7 +132,7 @@ def prepare(progress: Progress = _quiet) -> list[str]:
         "monitoring_web_users": users,
         "monitoring_prometheus_password_src": str(password_files["prometheus"]),
     }
-    for name, body in (("all", every_host), ("role_mon", mon)):
+    for name, body in (("all/monitoring", every_host), ("role_mon", mon)):
         if write_group_vars(name, body, "billkit.lab.monitoring", private=True):
             changes.append(f"group_vars/{name}.yml")
     return changes
