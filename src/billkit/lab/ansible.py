@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import queue
 import re
+import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 from billkit.controls import ROOT
 from billkit.lab.procs import StepError
@@ -52,6 +57,10 @@ def parse_recap(text: str) -> Recap:
 # under Mitogen's: one Python per host for the whole run instead of one per task, 3.5 times faster
 # on the lab's hosts (harden.yml on three hosts, 24.7 s against 87.8 s), with the same results.
 STOCK_STRATEGY = frozenset({"patch.yml", "patch_check.yml"})
+# Mitogen's strategy has been seen to stall: a task finished on some hosts, the others' Python idle, and
+# nothing more for good. A Mitogen run that prints nothing for this long is stopped and run again under
+# Ansible's own strategy (the playbooks are idempotent), so a stall costs minutes, never the whole lab.
+MITOGEN_STALL_S = 300
 
 
 def ansible_env(*, mitogen: bool = False) -> dict[str, str]:
@@ -76,6 +85,33 @@ def ansible_env(*, mitogen: bool = False) -> dict[str, str]:
     return env
 
 
+def _run(cmd: list[str], env: dict[str, str], log: TextIO, seen: Callable[[str], None],
+         stall: float | None) -> int | None:  # fmt: skip
+    """Run ansible-playbook, logging and passing on each line; None when it printed nothing for ``stall``
+    seconds (then it and everything it started, in its own session, are killed)."""
+    proc = subprocess.Popen(cmd, cwd=PLAYBOOKS, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:
+        for line in proc.stdout or ():
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    while True:
+        try:
+            line = lines.get(timeout=stall)
+        except queue.Empty:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return None
+        if line is None:
+            return proc.wait()
+        log.write(line)
+        seen(line.rstrip("\n"))
+
+
 def run_playbook(playbook: str, *, on_task=None, limit: str | None = None, on_line=None,
                  inventory: Path | None = None, extra: tuple[str, ...] = ()) -> Recap:  # fmt: skip
     """Run playbooks/<playbook> against the lab's inventory (or another); raise StepError on failure.
@@ -90,18 +126,24 @@ def run_playbook(playbook: str, *, on_task=None, limit: str | None = None, on_li
         cmd += ["--limit", limit]
     lines: list[str] = []
     start = time.monotonic()
+    mitogen = Path(playbook).name not in STOCK_STRATEGY
+
+    def seen(line: str) -> None:
+        lines.append(line)
+        if on_line:
+            on_line(line)
+        if on_task and line.startswith("TASK ["):
+            on_task(line[6:].split("]", 1)[0])
+
     with open(log_path, "w", encoding="utf-8") as log:
-        env = ansible_env(mitogen=Path(playbook).name not in STOCK_STRATEGY)
-        proc = subprocess.Popen(cmd, cwd=PLAYBOOKS, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, stdin=subprocess.DEVNULL)  # fmt: skip
-        for line in proc.stdout or ():
-            log.write(line)
-            lines.append(line.rstrip("\n"))
-            if on_line:
-                on_line(line.rstrip("\n"))
-            if on_task and line.startswith("TASK ["):
-                on_task(line[6:].split("]", 1)[0])
-        rc = proc.wait()
+        rc = _run(cmd, ansible_env(mitogen=mitogen), log, seen, MITOGEN_STALL_S if mitogen else None)
+        if rc is None:
+            note = (f"billkit: no progress for {MITOGEN_STALL_S}s under Mitogen's strategy: stopped; running "
+                    "the playbook again under Ansible's own strategy\n")  # fmt: skip
+            log.write(note)
+            seen(note.rstrip("\n"))
+            lines.clear()
+            rc = _run(cmd, ansible_env(mitogen=False), log, seen, None)
     recap = parse_recap("\n".join(lines))
     recap.log = log_path
     if rc != 0 or recap.failed or not recap.hosts:
