@@ -80,13 +80,15 @@ def present_paths(v: dict[str, Any]) -> list[str]:
     return out.split()
 
 
+def templates() -> jinja2.Environment:
+    """The role's templates with Ansible's settings (configuration files, not HTML: no escaping)."""
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(ROLE / "templates"), undefined=jinja2.StrictUndefined,
+                              trim_blocks=True, keep_trailing_newline=True, autoescape=False)  # noqa: S701  # fmt: skip
+
+
 def render_rules(v: dict[str, Any], present: list[str]) -> str:
-    # Ansible's template settings; a rules file, not HTML
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(ROLE / "templates"), undefined=jinja2.StrictUndefined,
-                             trim_blocks=True, keep_trailing_newline=True, autoescape=False)  # noqa: S701  # fmt: skip
-    return env.get_template("etc/aide/billkit-aide.conf.j2").render(
-        v | {"aide_watch_present": present, "ansible_managed": "Ansible managed"}
-    )
+    template = templates().get_template("etc/aide/billkit-aide.conf.j2")
+    return template.render(v | {"aide_watch_present": present, "ansible_managed": "Ansible managed"})
 
 
 def sha256(path: Path) -> str:
@@ -249,6 +251,11 @@ def _password_history_opened(h: Host) -> None:
     h.path("etc/security/opasswd").chmod(0o644)
 
 
+def _odd_name(h: Host) -> None:
+    # a name that is not UTF-8 and holds a newline: reported all the same, and the journal line stays one line
+    h.path("usr/bin/\udcffodd\nname").write_text("#!/bin/sh\n")
+
+
 def _added_removed_and_changed(h: Host) -> None:
     _modify(h)
     _add(h)
@@ -264,6 +271,7 @@ ATTACKS: dict[str, tuple[Callable[[Host], None], dict[str, list[str]]]] = {
     "under a watched /var": (_var_watched, {"changed": ["var/lib/billkit-state/seen"]}),
     "upstream redirected": (_upstream_redirected, {"changed": ["etc/nginx/billkit-upstream.d/10.77.20.11.conf"]}),
     "password history opened": (_password_history_opened, {"changed": ["etc/security/opasswd"]}),
+    "odd file name": (_odd_name, {"added": ["usr/bin/\udcffodd\nname"]}),
     "all three": (_added_removed_and_changed, {"added": ["usr/bin/backdoor"], "removed": ["etc/sudoers.d/billkit"],
                                                "changed": ["etc/ssh/sshd_config"]}),
 }  # fmt: skip
@@ -280,6 +288,27 @@ def test_a_change_to_a_watched_file_is_counted_exactly(host: Host, attack: str) 
     assert record["entries"] == {k: [str(host.root / p) for p in paths] for k, paths in expected.items()}
     [(opts, logged)] = host.journal_lines()
     assert opts[3] == "auth.warning" and logged["entries"] == record["entries"]
+
+
+def test_many_changes_are_all_counted_and_the_journal_line_stays_short(host: Host) -> None:
+    for i in range(45):
+        host.path(f"usr/bin/dropped-{i:02}").write_text("x\n")
+    rc, record, metrics = host.check()
+    assert rc == 1 and counts(metrics) == {"added": 45, "removed": 0, "changed": 0}
+    assert len(record["entries"]["added"]) == 45  # stdout (read by billkit-aide-accept) has them all
+    [(_, logged)] = host.journal_lines()
+    assert logged["added"] == 45 and len(logged["entries"]["added"]) == 20 and logged["entries_cut"] is True
+
+
+def test_a_narrowed_rules_file_fails_the_check(host: Host) -> None:
+    """aide itself silently skips baseline entries no rule covers: the check does not."""
+    rules = host.config.read_text()
+    narrowed = "\n".join(line for line in rules.splitlines() if "/etc/ssh(" not in line)
+    host.config.write_text(f"!{host.root}/etc/ssh($|/)\n{narrowed}\n")
+    _modify(host)  # hidden from aide by the narrowed rules
+    rc, record, metrics = host.check()
+    assert rc == 2 and record["result"] == "rules_narrowed" and "no longer covered" in record["message"]
+    assert metrics["billkit_aide_check_success"] == 0
 
 
 def test_legitimate_changes_and_excluded_paths_change_nothing(host: Host) -> None:
@@ -433,7 +462,7 @@ def _kit_paths() -> tuple[dict[str, list[str]], list[str]]:
     return {r: common + paths for r, paths in per_role.items()}, never
 
 
-def _matched(aide: str, config: Path, path: str) -> str | None:
+def _rule(aide: str, config: Path, path: str) -> str | None:
     """The rule aide itself selects for a file (its --path-check), or None."""
     proc = subprocess.run([aide, "--config", str(config), f"--path-check=f:{path}"], capture_output=True, text=True)
     return proc.stdout.rsplit(" ", 1)[-1].rstrip("')\n") if proc.returncode == 0 else None
@@ -441,23 +470,58 @@ def _matched(aide: str, config: Path, path: str) -> str | None:
 
 @pytest.mark.parametrize("role", [r.name for r in ROLES])
 def test_each_lab_role_watches_what_the_kit_installs_there_and_no_data(role: str, aide: str, tmp_path: Path) -> None:
-    v = role_vars("aide", group_names=[f"role_{role}"])
+    expected, never = _kit_paths()
+    decoys = ["/etc/sudoers.d.bak/x", "/etc/sshguard", "/usr/binx/tool"]  # the rules are anchored regexes
+    samples = sorted({p for paths in expected.values() for p in paths} | set(never) | set(decoys))
+    root = tmp_path / "root"
+    for path in samples:
+        (root / path.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+        (root / path.lstrip("/")).write_text("x\n")
+    v = role_vars("aide", aide_root=str(root), aide_db_dir=str(tmp_path / "db"), group_names=[f"role_{role}"])
     assert f"role_{role}" in v["aide_watch_by_group"], f"no aide paths for the lab role {role}"
-    config = tmp_path / "billkit-aide.conf"
-    # as if the role's trees existed; a content- or perms-only path only inside one of them
+    # as if the host had every tree of its lists; a content- or perms-only path only inside one of them
     special = set(v["aide_watch_content_only"] + v["aide_watch_perms_only"])
     trees = [c for c in v["aide_watch_candidates"] if c not in special]
     present = trees + [p for p in special if any(p.startswith(t + "/") for t in trees)]
+    config = tmp_path / "billkit-aide.conf"
     config.write_text(render_rules(v, present))
-    expected, never = _kit_paths()
+    (tmp_path / "db").mkdir()
+    # one aide --init over the samples lists every file the rules take
+    init = subprocess.run([aide, "--config", str(config), "--init", "-B", "report_detailed_init=yes"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    watched = {p.removeprefix(str(root)) for p in json.loads(init.stdout).get("added", {})}
     for path in expected[role]:
-        rule = _matched(aide, config, path)
-        assert rule is not None, f"{role}: {path} is not watched"
-        assert rule == ("BillkitContent" if "billkit-upstream.d" in path else "BillkitStatic"), (path, rule)
+        assert path in watched, f"{role}: {path} is not watched"
     for path in never:
-        assert _matched(aide, config, path) is None, f"{role}: {path} changes legitimately yet is watched"
-    # anywhere else, aide matches exactly what lies under this host's trees (the rules are anchored regexes:
-    # /etc/sudoers does not take /etc/sudoers.d.bak, /etc/ssh not /etc/sshguard)
-    for path in sorted({p for paths in expected.values() for p in paths} | {"/etc/sudoers.d.bak/x", "/etc/sshguard"}):
-        under = any(path == t or path.startswith(t + "/") for t in trees)
-        assert (_matched(aide, config, path) is not None) == under, f"{role}: {path} (under a watched tree: {under})"
+        assert path not in watched, f"{role}: {path} changes legitimately yet is watched"
+    # anywhere else, exactly what lies under this host's trees is watched (not another role's files)
+    for path in samples:
+        under = any(path == t or path.startswith(t + "/") for t in trees) and path not in never
+        assert (path in watched) == under, f"{role}: {path} (under one of its trees: {under})"
+    assert _rule(aide, config, f"{root}/usr/sbin/sshd") == "BillkitStatic"
+    if role == "waf":
+        assert _rule(aide, config, f"{root}/etc/nginx/billkit-upstream.d/10.77.20.11.conf") == "BillkitContent"
+
+
+# --- the schedule ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.control("MON-05", "HRD-06")
+def test_the_check_units_verify_and_the_service_is_sandboxed(tmp_path: Path) -> None:
+    analyze = require_command("systemd-analyze", "systemd")
+    v = role_vars("aide", aide_bin_dir=str(ROLE / "files"))  # ExecStart must name an existing program
+    env = templates()
+    for unit in ("billkit-aide-check.service", "billkit-aide-check.timer"):
+        text = env.get_template(f"etc/systemd/system/{unit}.j2").render(v | {"ansible_managed": "Ansible managed"})
+        (tmp_path / unit).write_text(text)
+    timer = (tmp_path / "billkit-aide-check.timer").read_text()
+    assert "OnCalendar=*-*-* 04:10:00" in timer and "OnBootSec=15min" in timer and "Persistent=true" in timer
+    service = tmp_path / "billkit-aide-check.service"
+    verify = subprocess.run([analyze, "verify", str(service), str(tmp_path / "billkit-aide-check.timer")],
+                            capture_output=True, text=True, cwd=tmp_path)  # fmt: skip
+    assert verify.returncode == 0 and not verify.stderr.strip(), verify.stderr
+    assert f"ReadWritePaths={v['aide_db_dir']} {v['aide_textfile_dir']}" in service.read_text()
+    # systemd's own exposure score (0 best, 10 worst): at most 2.0, "OK"
+    security = subprocess.run([analyze, "security", "--offline=yes", "--threshold=20", str(service)],
+                              capture_output=True, text=True, cwd=tmp_path)  # fmt: skip
+    assert security.returncode == 0, security.stdout[-1500:]
