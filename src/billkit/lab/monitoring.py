@@ -121,7 +121,13 @@ def prepare(progress: Progress = _quiet) -> list[str]:
         path, hashed, made = _password(user)
         users[user], password_files[user] = hashed, path
         changes += made
-    every_host = {"host_monitoring_tls_src_dir": str(TLS), "host_monitoring_node_exporter_port": NODE_EXPORTER}
+    every_host = {
+        "host_monitoring_tls_src_dir": str(TLS),
+        "host_monitoring_node_exporter_port": NODE_EXPORTER,
+        # MON-05: AIDE's baselines kept off the hosts, on the controller and on mon-1
+        "aide_baseline_fetch_dir": str(FOLDER / "aide-baselines"),
+        "aide_baseline_store_host": hosts_of("mon")[0].name,
+    }
     mon = {
         "monitoring_prometheus_port": PROMETHEUS,
         "monitoring_alertmanager_port": ALERTMANAGER,

@@ -3,7 +3,8 @@ reach the operators (alert log and mailbox), and to resolve once the event is un
 
 The drills run at once, on different hosts, so the module costs the slowest drill, not their sum:
 wrong passwords through the WAF; a Vault standby restarted (it comes back sealed); the node exporter of
-the backup host stopped; a certificate valid for one hour served on mon-1 and added to the probes.
+the backup host stopped; a program planted in a folder AIDE watches on an edge host; a certificate valid
+for one hour served on mon-1 and added to the probes.
 Each records the time from its event to the alert firing and to the alert log (bench/FIGURES.md).
 """
 
@@ -38,6 +39,8 @@ pytestmark = [pytest.mark.lab, pytest.mark.drill]
 FIRE_WITHIN = 240  # s: scrape (15 s) + evaluation (15 s) + the rule's `for` + the slowest window
 RESOLVE_WITHIN = 420
 SILENT_HOST = hosts_of("backup")[0].name
+FIM_HOST = hosts_of("waf")[-1].name
+IMPLANT = "/usr/local/sbin/billkit-drill-implant"
 DRILL_PROBE_PORT = 9444
 PROBE_FILE = "/etc/prometheus/probes/drill.yml"
 DRILL_DIR = "/run/billkit-drill"
@@ -110,6 +113,22 @@ def _serve_short_lived_cert() -> None:
     _serve(1)
 
 
+def _aide_check(host: str) -> None:
+    """AIDE's scheduled check, now (it exits non-zero when it finds a change: the unit then fails)."""
+    run_on_hosts([host], ["sudo", "sh", "-c", "systemctl start billkit-aide-check.service; "
+                                              "systemctl reset-failed billkit-aide-check.service; true"])  # fmt: skip
+
+
+def _implant() -> None:
+    run_on_hosts([FIM_HOST], ["sudo", "sh", "-c", f"printf '#!/bin/sh\\nexit 0\\n' > {IMPLANT}; chmod 0755 {IMPLANT}"])
+    _aide_check(FIM_HOST)
+
+
+def _remove_implant() -> None:
+    run_on_hosts([FIM_HOST], ["sudo", "rm", "-f", IMPLANT])
+    _aide_check(FIM_HOST)
+
+
 def _stop_short_lived_cert() -> None:
     on_mon("sh", "-c", f"rm -f {PROBE_FILE}; systemctl stop billkit-drill-tls || true; rm -rf {DRILL_DIR}")
 
@@ -133,6 +152,7 @@ def drills(lab_up: None) -> Iterator[dict[str, Drill]]:
             lambda: run_on_hosts([SILENT_HOST], ["sudo", "systemctl", "stop", "prometheus-node-exporter"]),
             lambda: run_on_hosts([SILENT_HOST], ["sudo", "systemctl", "start", "prometheus-node-exporter"]),
         ),  # fmt: skip
+        "fim": Drill("FileIntegrityChanged", {"host": FIM_HOST}, _implant, _remove_implant),
         "cert_expiry": Drill(
             "TLSCertificateExpiringSoon", {"service": "drill"}, _serve_short_lived_cert, _stop_short_lived_cert
         ),  # fmt: skip
@@ -216,6 +236,11 @@ def test_a_sealed_vault_node_raises_its_alert_and_resolves_once_unsealed(drills:
 @pytest.mark.control("MON-02")
 def test_a_host_whose_exporter_stops_raises_the_control_failure_alert(drills: dict[str, Drill]) -> None:
     _assert_drill(drills["host_silent"])
+
+
+@pytest.mark.control("MON-05", "MON-01")
+def test_a_file_planted_in_a_watched_folder_raises_the_file_integrity_alert(drills: dict[str, Drill]) -> None:
+    _assert_drill(drills["fim"])
 
 
 @pytest.mark.control("MON-01", "ENC-05")
