@@ -45,8 +45,8 @@ def test_compilers_run_for_root_only(host, path):
     f = host.file(real)
     assert f.user == "root" and not f.mode & 0o007, f"{real}: {oct(f.mode)} (others may run it)"
     # as an intruder without root would: the compiler refuses to start (while any other program runs)
-    assert host.run("sudo -n -u nobody /bin/true").rc == 0
-    assert host.run(f"sudo -n -u nobody {path} --version").rc != 0
+    assert host.run("sudo -n runuser -u nobody -- /bin/true").rc == 0
+    assert host.run(f"sudo -n runuser -u nobody -- {path} --version").rc != 0
     # and the mode survives package upgrades
     assert real in host.check_output("dpkg-statoverride --list")
 
