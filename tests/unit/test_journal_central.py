@@ -45,6 +45,7 @@ VERIFY = MONITORING / "files/billkit-journal-verify"
 UPLOAD = "/lib/systemd/systemd-journal-upload"
 REMOTE = "/lib/systemd/systemd-journal-remote"
 PYTHON = "/usr/bin/python3"
+LOOPBACK = ipaddress.ip_address("127.0.0.1")
 
 pytestmark = pytest.mark.control("MON-04")
 
@@ -92,8 +93,7 @@ def issue(d: Path, ca: tuple[ec.EllipticCurvePrivateKey, x509.Certificate, Path]
         x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(ca_cert.subject).public_key(key.public_key())
         .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(cn), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                       critical=False)
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(cn), x509.IPAddress(LOOPBACK)]), critical=False)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
                        critical=False)
         .sign(ca_key, hashes.SHA256())
@@ -109,7 +109,7 @@ def issue(d: Path, ca: tuple[ec.EllipticCurvePrivateKey, x509.Certificate, Path]
 
 def render(role: Path, template: str, **values: Any) -> str:
     defaults: dict[str, Any] = yaml.safe_load((role / "defaults/main.yml").read_text())
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)  # noqa: S701 -- units, not HTML
     return env.from_string((role / "templates" / template).read_text()).render(
         defaults | {"ansible_managed": "managed"} | values
     )
@@ -259,8 +259,8 @@ def run_verify(
     proc = subprocess.run([PYTHON, str(VERIFY), "--directory", str(directory), "--verify-key-file", str(key_file),
                            "--textfile-dir", str(textfile_dir), "--pause", "0.2"],
                           capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
-    metrics = {s.name: s.value for fam in text_string_to_metric_families((textfile_dir / "billkit-journal.prom").read_text())
-               for s in fam.samples}  # fmt: skip
+    text = (textfile_dir / "billkit-journal.prom").read_text()
+    metrics = {s.name: s.value for fam in text_string_to_metric_families(text) for s in fam.samples}
     return proc, metrics
 
 
@@ -313,13 +313,14 @@ def test_a_client_without_a_certificate_never_reaches_the_receiver(receiver: Rec
     body = b"MESSAGE=forged\n_HOSTNAME=db-1\n\n"
     request = (b"POST /upload HTTP/1.1\r\nHost: mon-1\r\nContent-Type: application/vnd.fdo.journal\r\n"
                b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)  # fmt: skip
-    with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
-        with socket.create_connection(("127.0.0.1", receiver.port), timeout=5) as raw:
-            with ctx.wrap_socket(raw, server_hostname="mon-1") as s:
-                s.sendall(request)
-                reply = s.recv(1024)
-                if not reply:
-                    raise ConnectionError("closed without a reply")
+    with (
+        pytest.raises((ssl.SSLError, ConnectionError, OSError)),
+        socket.create_connection(("127.0.0.1", receiver.port), timeout=5) as raw,
+        ctx.wrap_socket(raw, server_hostname="mon-1") as s,
+    ):
+        s.sendall(request)
+        if not s.recv(1024):
+            raise ConnectionError("closed without a reply")
     assert "forged" not in receiver.messages()
 
 
@@ -357,11 +358,12 @@ def wrong_key(key: str) -> str:
 
 @pytest.mark.control("MON-04")
 def test_an_unsealed_file_in_the_central_journal_fails(receiver: Receiver, tmp_path: Path) -> None:
-    """A file written without the sealing key (a forged replacement) passes a plain --verify: the verifier refuses it."""
+    """A file written without the sealing key (a forged replacement) passes plain --verify; the verifier refuses it."""
     d = tmp_path / "unsealed"
     d.mkdir()
     source_journal(d, "db-1", "unsealed replacement").rename(d / "remote.journal")
-    plain = subprocess.run(["journalctl", "--verify", f"--verify-key={receiver.verify_key}", f"--file={d / 'remote.journal'}"],
+    forged = d / "remote.journal"
+    plain = subprocess.run(["journalctl", "--verify", f"--verify-key={receiver.verify_key}", f"--file={forged}"],
                            capture_output=True, text=True, check=False)  # fmt: skip
     assert plain.returncode == 0, "journalctl itself accepts an unsealed file: the verifier's header check matters"
     proc, metrics = run_verify(d, receiver.verify_key, tmp_path / "textfile", tmp_path)
@@ -444,7 +446,7 @@ def test_the_receiver_seals_keeps_13_months_and_listens_only_behind_the_tls_fron
     )
     argv = exec_start(unit)
     assert "--seal=yes" in argv and "--listen-http=/run/billkit-journal-remote/upload.sock" in argv
-    assert not any(a.startswith("--listen-https") or "0.0.0.0" in a for a in argv)
+    assert not any(a.startswith(("--listen-https", "--listen-raw")) for a in argv)
     assert "RestrictAddressFamilies=AF_UNIX" in unit and "PrivateNetwork=yes" in unit
     assert "BindReadOnlyPaths=/etc/billkit/journal/machine-id:/etc/machine-id" in unit
     conf = render(MONITORING, "etc/billkit/journal/stunnel.conf.j2", monitoring_listen_address="10.77.40.12",
