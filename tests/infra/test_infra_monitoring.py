@@ -87,7 +87,7 @@ def _endpoint(rule: Resource, sg_names: dict[str, str]) -> str:
     return sg_names.get(peer, peer) if peer else rule.inputs.get("cidrIpv4") or rule.inputs["prefixListId"]
 
 
-@pytest.mark.control("MON-01", "MON-04", "NET-02")
+@pytest.mark.control("MON-01", "NET-02")
 def test_the_mon_group_allows_exactly_the_topology_flows(prod: tuple[Resource, ...]) -> None:
     sg_names = {f"billkit-net-{sg}-sg-id": sg for sg in topology.aws_security_groups()}
     rules = {(kind, sg_names[r.inputs["securityGroupId"]], _endpoint(r, sg_names), int(r.inputs["fromPort"]))
