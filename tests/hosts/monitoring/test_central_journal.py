@@ -8,9 +8,9 @@ Runs once the central journal is deployed (host_monitoring_journal_upload_enable
 from __future__ import annotations
 
 import shlex
+from typing import Any
 
 import pytest
-from typing import Any
 
 from billkit.lab.testing import host_urls
 from tests.hosts.monitoring.journal_support import REMOTE_DIR, VERIFY_KEY, tamper_check
