@@ -98,6 +98,8 @@ NODE_EXPORTER = 9100
 APP_METRICS = 9464
 PROMETHEUS = 9090
 ALERTMANAGER = 9093
+# Every host's journal to mon-1's central journal (systemd-journal-upload, mutual TLS).
+JOURNAL_REMOTE = 19532
 # VRRP is an IP protocol of its own (112): no port. Flows with it are matched by protocol alone.
 VRRP_NO_PORT = 0
 # The machine's loopback port that the lab publishes for users (to the edge's floating address, port 443).
@@ -152,6 +154,19 @@ FLOWS: tuple[Flow, ...] = (
             "tcp",
             "host metrics over mutual TLS",
             ("MON-01", "MON-02"),
+            _realms_of(r.name),
+        )
+        for r in ROLES
+        if r.name != "mon"
+    ),  # fmt: skip
+    *(
+        Flow(
+            r.name,
+            "mon",
+            JOURNAL_REMOTE,
+            "tcp",
+            "journal upload over mutual TLS",
+            ("MON-04", "LOG-04"),
             _realms_of(r.name),
         )
         for r in ROLES

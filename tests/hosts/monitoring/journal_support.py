@@ -1,0 +1,91 @@
+"""The central journal's tamper drill (MON-04): a copy of the newest sealed file on the monitoring host with one
+byte of an entry changed must fail verification while the original passes. A drill: it writes a temporary copy
+on the host (removed afterwards) and never touches the received files.
+
+`on_mon(*command) -> stdout` runs a command as root on the monitoring host and raises on a non-zero exit
+(tests/hosts/monitoring/support.py's on_mon); the script always exits 0 and reports each exit status itself.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass
+
+REMOTE_DIR = "/var/log/journal/remote"
+VERIFY_KEY = "/etc/billkit/journal/verify.key"
+
+# The last MESSAGE= payload in the file is an entry's own data: changing its first byte changes that entry.
+_FLIP = (
+    "import sys\n"
+    "p = sys.argv[1]\n"
+    "b = bytearray(open(p, 'rb').read())\n"
+    "i = b.rfind(b'MESSAGE=')\n"
+    "assert i >= 0, 'no uncompressed MESSAGE field in ' + p\n"
+    "i += len('MESSAGE=')\n"
+    "b[i] ^= 0x20\n"
+    "open(p, 'r+b').write(b)\n"
+    "print(i)\n"
+)
+
+
+@dataclass(frozen=True)
+class TamperResult:
+    file: str
+    offset: int
+    original_rc: int
+    original_output: str
+    tampered_rc: int
+    tampered_output: str
+
+    @property
+    def detected(self) -> bool:
+        return self.original_rc == 0 and self.tampered_rc != 0
+
+
+def tamper_script(remote_dir: str = REMOTE_DIR, verify_key: str = VERIFY_KEY) -> str:
+    """The shell script the drill runs on the monitoring host (root)."""
+    d, k = shlex.quote(remote_dir), shlex.quote(verify_key)
+    return f"""set -u
+tmp=$(mktemp -d /var/tmp/billkit-journal-tamper.XXXXXX)
+trap 'rm -rf "$tmp"' EXIT
+key=$(cat {k})
+f=$(ls -t {d}/*.journal | head -n 1)
+echo "file=$f"
+cp "$f" "$tmp/tampered.journal"
+echo "offset=$(python3 -c {shlex.quote(_FLIP)} "$tmp/tampered.journal")"
+verify() {{ journalctl --verify --verify-key="$key" --file="$1" 2>&1; }}
+# the receiver may be appending to the original: a torn tail clears on a second read, a changed byte does not
+out=$(verify "$f"); rc=$?
+if [ $rc -ne 0 ]; then sleep 5; out=$(verify "$f"); rc=$?; fi
+echo "original_rc=$rc"; echo "$out" | sed 's/^/original| /'
+out=$(verify "$tmp/tampered.journal"); rc=$?
+echo "tampered_rc=$rc"; echo "$out" | sed 's/^/tampered| /'
+"""
+
+
+def parse(stdout: str) -> TamperResult:
+    def value(name: str) -> str:
+        m = re.search(rf"^{name}=(.*)$", stdout, re.M)
+        assert m, f"the tamper drill's output lacks {name}:\n{stdout}"
+        return m.group(1)
+
+    def lines(prefix: str) -> str:
+        return "\n".join(line[len(prefix) + 2 :] for line in stdout.splitlines() if line.startswith(prefix + "| "))
+
+    return TamperResult(
+        file=value("file"),
+        offset=int(value("offset")),
+        original_rc=int(value("original_rc")),
+        original_output=lines("original"),
+        tampered_rc=int(value("tampered_rc")),
+        tampered_output=lines("tampered"),
+    )
+
+
+def tamper_check(
+    on_mon: Callable[..., str], remote_dir: str = REMOTE_DIR, verify_key: str = VERIFY_KEY
+) -> TamperResult:
+    """Copy the newest sealed file, flip one byte of an entry in the copy, verify both; return what each said."""
+    return parse(on_mon("sh", "-c", tamper_script(remote_dir, verify_key)))
