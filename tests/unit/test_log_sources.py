@@ -305,3 +305,103 @@ def test_prometheus_scrapes_mtail_keeping_its_host_label_and_the_database_export
     assert pg["static_configs"] == [{"targets": ["10.77.30.21:9187"], "labels": {"host": "db-1", "role": "db"}}]
     without = {j["job_name"] for j in _prometheus_config(monitoring_mtail_enabled=False)["scrape_configs"]}
     assert "mtail" not in without
+
+
+# --- the database exporter: the real binary with the role's web config -----------------------------
+
+
+def _ca_and_certs(directory: Path) -> dict[str, Path]:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate from it, and one from a stranger CA."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = dt.datetime.now(dt.UTC)
+    out: dict[str, Path] = {}
+
+    def write(name: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> None:
+        out[name] = directory / f"{name}.pem"
+        out[name].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        out[f"{name}.key"] = directory / f"{name}.key"
+        out[f"{name}.key"].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                         serialization.NoEncryption()))  # fmt: skip
+
+    def issue(cn: str, issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None, server: bool = False,
+              ca: bool = False) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:  # fmt: skip
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+        builder = (x509.CertificateBuilder().subject_name(name).public_key(key.public_key())
+                   .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+                   .not_valid_after(now + dt.timedelta(hours=1))
+                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))  # fmt: skip
+        if not ca:
+            usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
+            builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        if server:
+            san = x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+            builder = builder.add_extension(san, critical=False)
+        signer_cert, signer_key = issuer if issuer else (None, key)
+        builder = builder.issuer_name(signer_cert.subject if signer_cert else name)
+        return builder.sign(signer_key, hashes.SHA256()), key
+
+    ca = issue("billkit test CA", None, ca=True)
+    stranger = issue("stranger CA", None, ca=True)
+    write("ca", *ca)
+    write("host", *issue("db-1", ca, server=True))
+    write("client", *issue("mon-1", ca))
+    write("stranger", *issue("mon-1", stranger))
+    return out
+
+
+def _get(url: str, ca: Path, cert: tuple[Path, Path] | None) -> str:
+    import ssl
+
+    ctx = ssl.create_default_context(cafile=str(ca))
+    if cert:
+        ctx.load_cert_chain(str(cert[0]), str(cert[1]))
+    with urllib.request.urlopen(url, context=ctx, timeout=10) as r:  # noqa: S310 - loopback
+        return r.read().decode()
+
+
+@pytest.mark.control("MON-01")
+def test_the_database_exporter_answers_only_the_monitoring_hosts_certificate(tmp_path: Path) -> None:
+    ensure_packages(["prometheus-postgres-exporter"], "the database exporter with the role's web config")
+    exporter = require_command("prometheus-postgres-exporter", "prometheus-postgres-exporter")
+    certs = _ca_and_certs(tmp_path)
+    port = free_port()
+    web = render("host_monitoring", "etc/prometheus/postgres-exporter-web.yml.j2",
+                 host_monitoring_tls_dir=str(tmp_path))  # fmt: skip
+    web = web.replace("/run/credentials/prometheus-postgres-exporter.service/host.key", str(certs["host.key"]))
+    (tmp_path / "web.yml").write_text(web)
+    settings = render("host_monitoring", "etc/default/prometheus-postgres-exporter.j2",
+                      host_monitoring_listen_address="127.0.0.1", host_monitoring_postgres_exporter_port=port,
+                      host_monitoring_postgres_port=free_port())  # fmt: skip
+    args = shlex.split(re.search(r'^ARGS="(.*)"$', settings, re.M).group(1))  # type: ignore[union-attr]
+    args = [a.replace("/etc/prometheus/postgres-exporter-web.yml", str(tmp_path / "web.yml")) for a in args]
+    dsn = shlex.split(re.search(r"^DATA_SOURCE_NAME=(.*)$", settings, re.M).group(1))[0]  # type: ignore[union-attr]
+    assert "password" not in dsn and "host=/var/run/postgresql" in dsn  # peer over the socket, no secret
+    # The socket named in the DSN has no server here: the exporter runs and reports pg_up 0, as on a host
+    # whose PostgreSQL is down (what PostgreSQLDown reads).
+    proc = subprocess.Popen([exporter, *args], env={"DATA_SOURCE_NAME": dsn.replace("/var/run/postgresql",
+                            str(tmp_path))}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    url = f"https://127.0.0.1:{port}/metrics"
+    try:
+        deadline, text = time.monotonic() + 20, ""
+        while time.monotonic() < deadline and not text:
+            try:
+                text = _get(url, certs["ca"], (certs["client"], certs["client.key"]))
+            except OSError:
+                time.sleep(0.3)
+        values = {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples}
+        assert values.get("pg_up") == 0.0
+        for who in (None, (certs["stranger"], certs["stranger.key"])):  # no certificate; another CA's
+            with pytest.raises(OSError):
+                _get(url, certs["ca"], who)
+        assert "127.0.0.1" in args[0] and not args[0].startswith("--web.listen-address=:")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
