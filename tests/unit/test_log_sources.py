@@ -405,3 +405,19 @@ def test_the_database_exporter_answers_only_the_monitoring_hosts_certificate(tmp
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+@pytest.mark.control("MON-01", "HRD-06")
+def test_the_database_exporter_unit_with_the_roles_drop_in_is_sandboxed(tmp_path: Path) -> None:
+    """Debian's unit with the role's drop-in merged into its [Service] section, scored by systemd."""
+    analyze = require_command("systemd-analyze", "systemd")
+    ensure_packages(["prometheus-postgres-exporter"], "the database exporter's unit")
+    unit = Path("/lib/systemd/system/prometheus-postgres-exporter.service").read_text(encoding="utf-8")
+    drop_in = render("host_monitoring", "etc/systemd/system/prometheus-postgres-exporter.service.d/billkit.conf.j2")
+    service = drop_in.split("[Service]", 1)[1].replace("LoadCredential=", "#LoadCredential=")  # no key here
+    merged = tmp_path / "prometheus-postgres-exporter.service"
+    merged.write_text(unit.replace("[Install]", f"{service}\n[Install]"))
+    security = subprocess.run([analyze, "security", "--offline=yes", "--threshold=25", str(merged)],
+                              capture_output=True, text=True, cwd=tmp_path)  # fmt: skip
+    assert security.returncode == 0, security.stdout[-2000:]
+    assert "User=prometheus" in unit  # the account pg_hba's peer line and the postgresql role's role name
