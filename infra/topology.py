@@ -96,6 +96,7 @@ APT_PROXY = 3142
 # Monitoring: scraped over mutual TLS by mon-1; operators reach Prometheus and Alertmanager over TLS.
 NODE_EXPORTER = 9100
 APP_METRICS = 9464
+POSTGRES_EXPORTER = 9187
 PROMETHEUS = 9090
 ALERTMANAGER = 9093
 # Every host's journal to mon-1's central journal (systemd-journal-upload, mutual TLS).
@@ -176,6 +177,7 @@ FLOWS: tuple[Flow, ...] = (
     Flow("mon", "app", APP_PORT, "tcp", "TLS probe: endpoint health and certificate expiry", ("MON-01", "ENC-05")),
     Flow("mon", "vault", VAULT_API, "tcp", "OpenBao telemetry, health and certificate probes", ("MON-01", "MON-02")),
     Flow("mon", "db", POSTGRES, "tcp", "TLS probe: database certificate expiry", ("MON-01", "ENC-05")),
+    Flow("mon", "db", POSTGRES_EXPORTER, "tcp", "database metrics over mutual TLS", ("MON-01",), _realms_of("db")),
     Flow("mon", "waf", HTTPS, "tcp", "TLS probe of the edge", ("MON-01", "ENC-05"), LAB_ONLY),
     Flow("mon", "backup", HTTPS, "tcp", "TLS probe of the backup store", ("MON-01", "ENC-05"), LAB_ONLY),
     Flow(OPERATOR, "mon", PROMETHEUS, "tcp", "operators read Prometheus (TLS, basic auth)", ("MON-01",)),
