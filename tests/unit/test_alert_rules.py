@@ -167,8 +167,8 @@ def test_the_unit_tests_catch_a_detokenization_rule_that_misses_a_new_actor(prom
     """increase() alone misses a counter's first event (a new actor's first reveal): the tests notice if the
     series born inside the window are dropped."""
     alerts = ("AppDetokenizationBurst", "AppDetokenizationOutOfHours")
-    tests = _mutate("app", tmp_path, alerts, "unless billkit_app_detokenizations_total offset",
-                    "and billkit_app_detokenizations_total offset")  # fmt: skip
+    tests = _mutate("app", tmp_path, alerts, "< on (job, instance) group_left sum_over_time(up",
+                    "< on (job, instance) group_left 0 * sum_over_time(up")  # fmt: skip
     run = _promtool(promtool, tmp_path, "test", "rules", *tests)
     out = run.stdout + run.stderr
     assert run.returncode != 0 and "AppDetokenizationBurst" in out and "AppDetokenizationOutOfHours" in out

@@ -28,7 +28,7 @@ PACKAGES = (
     "systemd", "systemd-sysv", "dbus", "openssh-server", "python3", "python3-apt", "sudo",
     "iproute2", "nftables", "procps", "ca-certificates", "libpam-pwquality", "chrony",
     "unattended-upgrades", "lynis", "cron", "libpam-tmpdir", "apt-listchanges", "needrestart", "debsums",
-    "apt-show-versions", "acct", "sysstat",
+    "apt-show-versions", "acct", "sysstat", "aide", "aide-common",
 )  # fmt: skip
 CUSTOMISATION = 5
 # Security updates left pending for the patch drill, when the security suite has them: libraries that

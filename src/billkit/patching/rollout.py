@@ -267,7 +267,8 @@ def _accept_file_changes(work: Path, stamp: str, inventory: Path | None) -> None
     reason = f"billkit patch run {stamp}: the packages in its evidence (patch-{stamp}.json)"
     try:
         run_playbook("aide.yml", inventory=inventory or INVENTORY, limit=",".join(sorted(patched)),
-                     extra=("-e", json.dumps({"aide_accept_reason": reason})))  # fmt: skip
+                     # the baseline's tasks only: the rest of the role (package, rules, timer) is as up left it
+                     extra=("-e", json.dumps({"aide_accept_reason": reason}), "--tags", "baseline,accept"))  # fmt: skip
     except StepError as exc:
         console.print(
             f"[red]the AIDE baseline was not refreshed ({exc}): run `ansible-playbook playbooks/aide.yml "
