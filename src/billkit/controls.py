@@ -11,6 +11,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 CATALOG_PATH = ROOT / "controls" / "catalog.yaml"
+PCI_REQUIREMENTS_PATH = ROOT / "controls" / "pci_dss_v4.yaml"
 
 PRACTICES: dict[int, str] = {
     1: "Encryption in transit",
@@ -30,8 +31,19 @@ REQUIRED = ("id", "title", "rationale", "practice", "pci_dss", "severity", "laye
 OPTIONAL = ("gdpr", "hipaa", "retired")
 
 ID_RE = re.compile(r"^[A-Z]{2,5}-\d{2,3}$")
-# PCI DSS v4.0 requirement numbers: 1–12, then up to three sub-levels ("8.3.6", "10.2.1.2").
-PCI_RE = re.compile(r"^(?:[1-9]|1[0-2])(?:\.\d{1,2}){0,3}$")
+# PCI DSS v4.0 requirement numbers: 1–12, then up to four sub-levels ("8.3.6", "10.2.1.2", "9.5.1.2.1").
+# The format only; whether a number exists is checked against controls/pci_dss_v4.yaml.
+PCI_RE = re.compile(r"^(?:[1-9]|1[0-2])(?:\.\d{1,2}){0,4}$")
+# GDPR: "Art. 32", "Art. 32(1)", "Art. 32(1)(a)"; the regulation has 99 articles.
+GDPR_RE = re.compile(r"^Art\. (?P<article>[1-9]\d?)(?:\(\d{1,2}\)(?:\([a-z]\))?)?$")
+# HIPAA: a section of 45 CFR Part 164 with its paragraph chain, e.g. "164.308(a)(7)(ii)(A)".
+HIPAA_RE = re.compile(
+    r"^164\.(?P<section>\d{3})"
+    r"(?:\([a-z]\)(?:\(\d{1,2}\)(?:\((?:i{1,3}|iv|vi{0,3}|ix|x)\)(?:\([A-Z]\))?)?)?)?$"
+)
+# Subparts C (Security Rule), D (Breach Notification Rule) and E (Privacy Rule) of Part 164.
+HIPAA_SECTIONS = {"Security Rule": range(302, 319), "Breach Notification Rule": range(400, 415),
+                  "Privacy Rule": range(500, 535)}  # fmt: skip
 
 
 class CatalogError(ValueError):
@@ -176,3 +188,79 @@ def load_catalog(path: Path | str = CATALOG_PATH) -> Catalog:
     except yaml.YAMLError as exc:
         raise CatalogError(f"{path}: not valid YAML: {exc}") from None
     return parse_catalog(data, str(path))
+
+
+# --- regulatory references -----------------------------------------------------------------
+
+
+def load_pci_requirements(path: Path | str = PCI_REQUIREMENTS_PATH) -> dict[str, str]:
+    """The PCI DSS v4.0 requirement numbers, in the standard's order: number -> short title."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CatalogError(f"{path}: list of PCI DSS requirements not found; it lives at controls/pci_dss_v4.yaml") from None
+    except yaml.YAMLError as exc:
+        raise CatalogError(f"{path}: not valid YAML: {exc}") from None
+    reqs = data.get("requirements") if isinstance(data, dict) else None
+    if not isinstance(reqs, dict) or not reqs:
+        raise CatalogError(f"{path}: expected a mapping with a 'requirements' mapping of number -> title")
+    out: dict[str, str] = {}
+    for number, title in reqs.items():  # pyright: ignore[reportUnknownVariableType]
+        if not isinstance(number, str) or not PCI_RE.fullmatch(number):
+            raise CatalogError(f"{path}: bad requirement number {number!r}; quote it, like \"10.4.1.1\"")
+        if not isinstance(title, str) or not title.strip():
+            raise CatalogError(f"{path}: requirement {number} has no title")
+        out[number] = title.strip()
+    return out
+
+
+def pci_parents(number: str) -> list[str]:
+    """The chain of requirements above a number: "10.4.1.1" -> ["10", "10.4", "10.4.1"]."""
+    parts = number.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts))]
+
+
+def pci_list_errors(requirements: dict[str, str]) -> list[str]:
+    """Numbers of the list whose parent requirement is missing from it."""
+    return [
+        f"PCI DSS {n}: its parent {p} is not in the list"
+        for n in requirements
+        for p in pci_parents(n)[-1:]
+        if p not in requirements
+    ]
+
+
+def gdpr_error(ref: str) -> str | None:
+    if not GDPR_RE.fullmatch(ref):
+        return f"GDPR reference {ref!r} is malformed; write 'Art. N', 'Art. N(n)' or 'Art. N(n)(a)' with N in 1–99"
+    return None
+
+
+def hipaa_error(ref: str) -> str | None:
+    m = HIPAA_RE.fullmatch(ref)
+    if not m:
+        return (
+            f"HIPAA reference {ref!r} is malformed; write a 45 CFR Part 164 section and its paragraphs, "
+            "like '164.312(a)(2)(iv)' or '164.308(a)(7)(ii)(A)'"
+        )
+    section = int(m["section"])
+    if not any(section in r for r in HIPAA_SECTIONS.values()):
+        rules = ", ".join(f"{name} 164.{r.start}–164.{r.stop - 1}" for name, r in HIPAA_SECTIONS.items())
+        return f"HIPAA reference {ref!r}: section 164.{section} is in none of the rules ({rules})"
+    return None
+
+
+def reference_errors(catalog: Catalog, requirements: dict[str, str] | None = None) -> list[str]:
+    """Every PCI DSS number that the standard lacks and every malformed GDPR or HIPAA reference, by control."""
+    reqs = load_pci_requirements() if requirements is None else requirements
+    errors: list[str] = []
+    for c in catalog.controls:
+        errors += [
+            f"{c.id}: PCI DSS {p!r} is not a requirement of PCI DSS v4.0 (controls/pci_dss_v4.yaml)"
+            for p in c.pci_dss
+            if p not in reqs
+        ]
+        errors += [f"{c.id}: {e}" for e in map(gdpr_error, c.gdpr) if e]
+        errors += [f"{c.id}: {e}" for e in map(hipaa_error, c.hipaa) if e]
+    return errors
