@@ -200,7 +200,7 @@ def _params(props: Mapping[str, Any]) -> dict[str, str]:
     description="PostgreSQL refuses connections without TLS (rds.force_ssl=1, TLS 1.2 minimum).",
     resource_types=[PARAMETER_GROUP],
     controls=["ENC-02"],
-    pci=["4.2.1", "2.2.7"],
+    pci=["2.2.7", "8.3.2"],
     severity=Severity.CRITICAL,
     remediation="Add parameters rds.force_ssl=1 and ssl_min_protocol_version=TLSv1.2.",
 )

@@ -199,16 +199,18 @@ def load_pci_requirements(path: Path | str = PCI_REQUIREMENTS_PATH) -> dict[str,
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise CatalogError(f"{path}: list of PCI DSS requirements not found; it lives at controls/pci_dss_v4.yaml") from None
+        raise CatalogError(
+            f"{path}: list of PCI DSS requirements not found; it lives at controls/pci_dss_v4.yaml"
+        ) from None
     except yaml.YAMLError as exc:
         raise CatalogError(f"{path}: not valid YAML: {exc}") from None
     reqs = data.get("requirements") if isinstance(data, dict) else None
     if not isinstance(reqs, dict) or not reqs:
         raise CatalogError(f"{path}: expected a mapping with a 'requirements' mapping of number -> title")
     out: dict[str, str] = {}
-    for number, title in reqs.items():  # pyright: ignore[reportUnknownVariableType]
+    for number, title in reqs.items():
         if not isinstance(number, str) or not PCI_RE.fullmatch(number):
-            raise CatalogError(f"{path}: bad requirement number {number!r}; quote it, like \"10.4.1.1\"")
+            raise CatalogError(f'{path}: bad requirement number {number!r}; quote it, like "10.4.1.1"')
         if not isinstance(title, str) or not title.strip():
             raise CatalogError(f"{path}: requirement {number} has no title")
         out[number] = title.strip()

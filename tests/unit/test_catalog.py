@@ -50,7 +50,7 @@ def test_pci_references_in_v4_format_are_accepted(pci_ref: str) -> None:
         ({"practice": True}, "unknown practice True"),
         ({"pci_dss": ["3.5.1", "PCI-3"]}, "bad PCI DSS reference(s) 'PCI-3'; write v4.0 requirement numbers"),
         ({"pci_dss": ["13.1"]}, "bad PCI DSS reference(s) '13.1'"),
-        ({"pci_dss": ["3.5.1.2.9"]}, "bad PCI DSS reference(s) '3.5.1.2.9'"),
+        ({"pci_dss": ["3.5.1.2.9.1"]}, "bad PCI DSS reference(s) '3.5.1.2.9.1'"),
         ({"pci_dss": "3.5.1"}, "'pci_dss' must be a list of non-empty strings, got '3.5.1'"),
         ({"pci_dss": []}, "names no PCI DSS, GDPR or HIPAA reference"),
         ({"severity": "urgent"}, "unknown severity 'urgent'; use one of critical, high, medium, low"),

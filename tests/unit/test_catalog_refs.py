@@ -1,4 +1,4 @@
-"""The catalogue's regulatory references are real: PCI DSS numbers exist in v4.0, GDPR and HIPAA refs are well-formed."""
+"""The catalogue's regulatory references are real: PCI DSS v4.0 numbers exist, GDPR and HIPAA refs are well-formed."""
 
 from __future__ import annotations
 
@@ -69,7 +69,12 @@ def test_every_number_in_the_list_has_its_parent_in_the_list() -> None:
 
 @pytest.mark.parametrize(
     ("number", "parents"),
-    [("10", []), ("10.4", ["10"]), ("10.4.1.1", ["10", "10.4", "10.4.1"]), ("9.5.1.2.1", ["9", "9.5", "9.5.1", "9.5.1.2"])],
+    [
+        ("10", []),
+        ("10.4", ["10"]),
+        ("10.4.1.1", ["10", "10.4", "10.4.1"]),
+        ("9.5.1.2.1", ["9", "9.5", "9.5.1", "9.5.1.2"]),
+    ],
 )
 def test_parent_chain(number: str, parents: list[str]) -> None:
     assert pci_parents(number) == parents
@@ -93,7 +98,7 @@ def test_numbers_from_older_versions_or_invented_are_not_listed(number: str) -> 
 
 def test_a_broken_list_is_refused_with_the_place_named(tmp_path: Path) -> None:
     unquoted = tmp_path / "unquoted.yaml"
-    unquoted.write_text("requirements:\n  \"1\": Install\n  1.1: Processes\n")
+    unquoted.write_text('requirements:\n  "1": Install\n  1.1: Processes\n')
     with pytest.raises(CatalogError, match="bad requirement number 1.1"):
         load_pci_requirements(unquoted)
     orphan = tmp_path / "orphan.yaml"
@@ -127,7 +132,9 @@ def test_policies_and_alert_rules_cite_only_real_requirements() -> None:
         for group in yaml.safe_load(path.read_text())["groups"]:
             for rule in (r for r in group["rules"] if "alert" in r):  # recording rules carry no labels
                 pci = str(rule.get("labels", {}).get("pci", ""))
-                bad += [(f"{path.name}:{rule.get('alert')}", p.strip()) for p in pci.split(",") if p.strip() not in reqs]
+                bad += [
+                    (f"{path.name}:{rule.get('alert')}", p.strip()) for p in pci.split(",") if p.strip() not in reqs
+                ]
     assert bad == []
 
 
