@@ -28,7 +28,7 @@ PRACTICES: dict[int, str] = {
 LAYERS = ("cloud", "host", "app")
 SEVERITIES = ("critical", "high", "medium", "low")
 REQUIRED = ("id", "title", "rationale", "practice", "pci_dss", "severity", "layers")
-OPTIONAL = ("gdpr", "hipaa", "retired")
+OPTIONAL = ("gdpr", "hipaa", "retired", "manual")
 
 ID_RE = re.compile(r"^[A-Z]{2,5}-\d{2,3}$")
 # PCI DSS v4.0 requirement numbers: 1–12, then up to four sub-levels ("8.3.6", "10.2.1.2", "9.5.1.2.1").
@@ -62,6 +62,8 @@ class Control:
     gdpr: tuple[str, ...] = ()
     hipaa: tuple[str, ...] = ()
     retired: str | None = None
+    # Assessed by people (training records, procedures): where the assessor records the result.
+    manual: str | None = None
 
     @property
     def practice_name(self) -> str:
@@ -137,8 +139,14 @@ def _parse(entry: Any, index: int) -> Control:
     if entry["severity"] not in SEVERITIES:
         raise CatalogError(f"{where}: unknown severity {entry['severity']!r}; use one of {', '.join(SEVERITIES)}")
     layers = _str_list(entry, "layers", where)
-    if not layers or any(layer not in LAYERS for layer in layers) or len(set(layers)) != len(layers):
-        raise CatalogError(f"{where}: layers {list(layers)!r} must be a non-empty list of distinct {', '.join(LAYERS)}")
+    manual = entry.get("manual")
+    if manual is not None and (not isinstance(manual, str) or not manual.strip()):
+        raise CatalogError(f"{where}: 'manual' must name where the assessor records the result")
+    if (not layers and manual is None) or any(x not in LAYERS for x in layers) or len(set(layers)) != len(layers):
+        raise CatalogError(
+            f"{where}: layers {list(layers)!r} must be a non-empty list of distinct {', '.join(LAYERS)} "
+            "(empty only for a manual control)"
+        )
     retired = entry.get("retired")
     if retired is not None and (not isinstance(retired, str) or not retired.strip()):
         raise CatalogError(f"{where}: 'retired' must say why the control was retired")
@@ -153,6 +161,7 @@ def _parse(entry: Any, index: int) -> Control:
         gdpr=gdpr,
         hipaa=hipaa,
         retired=retired,
+        manual=manual.strip() if manual else None,
     )
 
 
