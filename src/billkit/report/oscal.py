@@ -44,7 +44,7 @@ def _metadata(title: str, when: dt.datetime) -> common.Metadata:
 
 def _reviewed(report: Report) -> common.ReviewedControls:
     ids = [common.SelectControlById(control_id=cid) for cid in report.statuses]
-    return common.ReviewedControls(control_selections=[common.ControlSelection(include_controls=ids)])
+    return common.ReviewedControls(control_selections=[common.ControlSelections(include_controls=ids)])
 
 
 def component_definition(report: Report, when: dt.datetime) -> cd.ComponentDefinition:
