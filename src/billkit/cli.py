@@ -326,6 +326,82 @@ def alerts(
         print_table(found, console, recent)
 
 
+report_app = typer.Typer(help="The evidence bundle for an assessor: `billkit report`, `billkit report verify DIR`.")
+app.add_typer(report_app, name="report")
+
+
+@report_app.callback(invoke_without_command=True)
+def report(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option(help="Directory of the bundle (created; an earlier report there is replaced).")]
+    = Path("report"),
+    stack: Annotated[str, typer.Option(help="The stack whose policy results are reported (dev or prod).")] = "prod",
+    baseline: Annotated[
+        Path | None, typer.Option(help="An earlier bundle: exit 1 when a control it had satisfied no longer is.")
+    ] = None,
+    stale_days: Annotated[int, typer.Option(min=1, help="Evidence older than this many days is flagged stale.")] = 30,
+    junit: Annotated[
+        list[Path] | None, typer.Option(help="JUnit XML of app/cloud checks to include (repeatable).")
+    ] = None,
+) -> None:
+    """Collect the evidence and write the signed bundle (HTML, OSCAL, SARIF, JUnit, summary, manifest)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from billkit.report.run import Options, build, gate
+    from billkit.report.waivers import WaiverError
+
+    if baseline is not None and not (baseline / "summary.json").is_file():
+        err.print(f"[red]error:[/red] {baseline}: no summary.json; --baseline takes an earlier report's directory")
+        raise typer.Exit(2)
+    try:
+        with err.status("building the report…") as status:
+            report = build(Options(out=out, stack=stack, stale_days=stale_days, junit=list(junit or [])),
+                           lambda msg: (status.update(msg), err.print(f"  {msg}")))  # fmt: skip
+    except (CatalogError, WaiverError, FileExistsError, FileNotFoundError) as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    counts = report.counts()
+    console.print(f"report in {out}: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+    for note in report.notes:
+        err.print(f"[yellow]{note}[/yellow]")
+    rc = 1 if counts["not satisfied"] else 0
+    if baseline is not None:
+        regressed = gate(report, baseline)
+        for line in regressed:
+            err.print(f"[red]regressed:[/red] {line}")
+        if regressed:
+            err.print(f"[red]{len(regressed)} control(s) satisfied in {baseline} are not satisfied now[/red]")
+            rc = 1
+    raise typer.Exit(rc)
+
+
+@report_app.command("verify")
+def report_verify(
+    folder: Annotated[Path, typer.Argument(help="The bundle's directory.")],
+    allow_unsigned: Annotated[bool, typer.Option(help="Accept a bundle whose manifest is unsigned.")] = False,
+) -> None:
+    """Check the manifest's signature (bundle key, and Vault when reachable), every hash and the OSCAL documents."""
+    from billkit.report import manifest, oscal
+    from billkit.report.run import vault_from_env
+
+    verdict = manifest.verify(folder, vault_from_env(), allow_unsigned)
+    if verdict.ok:
+        try:
+            oscal.validate(folder)
+        except oscal.OscalError as exc:
+            verdict.problems.append(str(exc))
+    for note in verdict.notes:
+        err.print(f"[yellow]{note}[/yellow]")
+    for problem in verdict.problems:
+        console.print(f"[red]FAIL[/red] {problem}", markup=True, highlight=False)
+    if verdict.ok:
+        signed = "every hash verifies, the manifest is UNSIGNED" if verdict.notes and "UNSIGNED" in verdict.notes[0] else (
+            "signature and every hash verify"
+        )
+        console.print(f"[green]OK[/green] {folder}: {signed}; OSCAL documents validate")
+    raise typer.Exit(0 if verdict.ok else 1)
+
+
 def main() -> None:  # pragma: no cover - exercised through ./billkit
     app()
 

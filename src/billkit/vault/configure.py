@@ -61,6 +61,8 @@ TRANSIT_KEYS: tuple[TransitKey, ...] = (
     TransitKey("backup", "aes256-gcm96", 365 * DAY),
     # LOG-08: signs the app's audit chain head; its public keys are what auditors verify heads with.
     TransitKey("audit-head", "ed25519"),
+    # CMP-07: signs the evidence bundle's manifest (billkit report); only its public key ever leaves Vault.
+    TransitKey("report-signing", "ed25519"),
 )
 
 
