@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from reporthelpers import APP_CHECKS, junit, quick
+from tests.unit.reporthelpers import APP_CHECKS, junit, quick
 
 from billkit.checks import collect_policy_checks
 from billkit.controls import load_catalog
