@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
@@ -103,16 +104,44 @@ def cmd_ssh(host: str, command: list[str]) -> int:
     os.execvp(cmd[0], cmd)  # noqa: S606 - an argument list, no shell: replaces this process with ssh
 
 
+def _print_by_control(junit: Path) -> None:
+    """The host checks' outcomes grouped by control (the catalogue's IDs from each test's marker)."""
+    from billkit.checks import collect_test_checks
+    from billkit.report.collect import junit_results
+    from infra.topology import lab_hosts
+
+    results = junit_results(junit, junit.name, collect_test_checks(), tuple(h.name for h in lab_hosts()))
+    by_control: dict[str, list[tuple[str, str]]] = {}
+    for r in results:
+        for cid in r.controls:
+            by_control.setdefault(cid, []).append((r.outcome, r.check.rsplit("::", 1)[-1]))
+    table = Table(title=f"Host checks by control ({junit.name})")
+    for col in ("control", "passed", "failed", "skipped", "failed checks"):
+        table.add_column(col, overflow="fold")
+    for cid, items in sorted(by_control.items()):
+        n = {o: sum(1 for out, _ in items if out == o) for o in ("passed", "failed", "skipped")}
+        failed = ", ".join(name for out, name in items if out == "failed")
+        colour = "red" if n["failed"] else "green"
+        table.add_row(f"[{colour}]{cid}[/{colour}]", str(n["passed"]), str(n["failed"]), str(n["skipped"]), failed)
+    console.print(table)
+
+
 def cmd_verify() -> int:
     import subprocess
 
     from billkit.controls import ROOT
     from billkit.lab.state import EVIDENCE_DIR
 
-    # checks read; drills act (they run in `billkit test`, never here)
-    args = [sys.executable, "-m", "pytest", "-q", "-m", "lab and not drill", "tests/hosts", "-p", "no:cacheprovider"]
-    err.print(f"[bold]==> host checks[/bold] {' '.join(args[3:])}")
+    # checks read; drills act (they run in `billkit test`, never here). One JUnit file per run: `billkit report`
+    # takes the newest as the host layer's evidence.
+    EVIDENCE_DIR.mkdir(parents=True, exist_ok=True)
+    junit = EVIDENCE_DIR / f"verify-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.xml"
+    args = [sys.executable, "-m", "pytest", "-q", "-m", "lab and not drill", "tests/hosts", "-p", "no:cacheprovider",
+            f"--junitxml={junit}", "-o", "junit_family=xunit2"]  # fmt: skip
+    err.print(f"[bold]==> host checks[/bold] {' '.join(args[3:])} (read only)")
     rc = subprocess.run(args, cwd=ROOT, check=False).returncode
+    if junit.exists():
+        _print_by_control(junit)
     lynis = EVIDENCE_DIR / "lynis.json"
     if lynis.exists():
         table = Table(title="Lynis hardening index (HRD-07)")
