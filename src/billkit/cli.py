@@ -333,8 +333,9 @@ app.add_typer(report_app, name="report")
 @report_app.callback(invoke_without_command=True)
 def report(
     ctx: typer.Context,
-    out: Annotated[Path, typer.Option(help="Directory of the bundle (created; an earlier report there is replaced).")]
-    = Path("report"),
+    out: Annotated[
+        Path, typer.Option(help="Directory of the bundle (created; an earlier report there is replaced).")
+    ] = Path("report"),
     stack: Annotated[str, typer.Option(help="The stack whose policy results are reported (dev or prod).")] = "prod",
     baseline: Annotated[
         Path | None, typer.Option(help="An earlier bundle: exit 1 when a control it had satisfied no longer is.")
@@ -355,8 +356,12 @@ def report(
         raise typer.Exit(2)
     try:
         with err.status("building the report…") as status:
-            report = build(Options(out=out, stack=stack, stale_days=stale_days, junit=list(junit or [])),
-                           lambda msg: (status.update(msg), err.print(f"  {msg}")))  # fmt: skip
+
+            def progress(msg: str) -> None:
+                status.update(msg)
+                err.print(f"  {msg}")
+
+            report = build(Options(out=out, stack=stack, stale_days=stale_days, junit=list(junit or [])), progress)
     except (CatalogError, WaiverError, FileExistsError, FileNotFoundError) as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
@@ -395,8 +400,10 @@ def report_verify(
     for problem in verdict.problems:
         console.print(f"[red]FAIL[/red] {problem}", markup=True, highlight=False)
     if verdict.ok:
-        signed = "every hash verifies, the manifest is UNSIGNED" if verdict.notes and "UNSIGNED" in verdict.notes[0] else (
-            "signature and every hash verify"
+        signed = (
+            "every hash verifies, the manifest is UNSIGNED"
+            if verdict.notes and "UNSIGNED" in verdict.notes[0]
+            else ("signature and every hash verify")
         )
         console.print(f"[green]OK[/green] {folder}: {signed}; OSCAL documents validate")
     raise typer.Exit(0 if verdict.ok else 1)

@@ -12,7 +12,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-from tests.unit.reporthelpers import APP_CHECKS, junit, quick
 
 from billkit.checks import collect_policy_checks
 from billkit.controls import load_catalog
@@ -20,6 +19,7 @@ from billkit.report import manifest, oscal
 from billkit.report.model import MANUAL, NOT_ASSESSED, NOT_SATISFIED, SATISFIED, WAIVED
 from billkit.report.run import Options, build, gate
 from billkit.report.waivers import WaiverError, load_waivers
+from tests.unit.reporthelpers import APP_CHECKS, junit, quick
 
 CATALOG = load_catalog()
 
@@ -124,7 +124,9 @@ def test_an_expired_waiver_makes_its_control_not_satisfied(tmp_path: Path) -> No
 
 def test_a_waiver_naming_an_unknown_control_is_refused(tmp_path: Path) -> None:
     bad = tmp_path / "waivers.yaml"
-    bad.write_text("waivers:\n  - {id: WVR-01, controls: [ENC-99], justification: x, approver: y, expires: 2027-01-01}\n")
+    bad.write_text(
+        "waivers:\n  - {id: WVR-01, controls: [ENC-99], justification: x, approver: y, expires: 2027-01-01}\n"
+    )
     with pytest.raises(WaiverError, match="ENC-99"):
         load_waivers(CATALOG, bad)
     bad.write_text("waivers:\n  - {id: WVR-01, controls: [ENC-01], justification: x, approver: y, expires: soon}\n")

@@ -33,9 +33,13 @@ def _v(dist: str) -> str:
 def coverage_evidence(bundle: Bundle, catalog: Catalog, checks: list[Check]) -> Coverage:
     cov = compute_coverage(catalog, checks)
     bundle.write(
-        "coverage.json", json.dumps(as_json(catalog, cov), indent=2).encode(), "examine",
-        "billkit controls --coverage", _v("billkit"), "Which checks prove each control, per layer (static)",
-    )  # fmt: skip
+        "coverage.json",
+        json.dumps(as_json(catalog, cov), indent=2).encode(),
+        "examine",
+        "billkit controls --coverage",
+        _v("billkit"),
+        "Which checks prove each control, per layer (static)",
+    )
     return cov
 
 
@@ -44,16 +48,25 @@ def plan_results(bundle: Bundle, stack: str) -> tuple[list[Result], dict[str, ob
 
     result = planner.plan(stack)
     ev = bundle.write(
-        f"plan-{stack}.json", json.dumps(planner.as_json(result), indent=2).encode(), "test",
-        "billkit plan (CrossGuard policy pack, offline)", _v("pulumi-policy"),
+        f"plan-{stack}.json",
+        json.dumps(planner.as_json(result), indent=2).encode(),
+        "test",
+        "billkit plan (CrossGuard policy pack, offline)",
+        _v("pulumi-policy"),
         f"Every policy of the pack evaluated on every resource of stack {stack}",
-    )  # fmt: skip
+    )
     outcome = {"proven": PASSED, "violated": FAILED, "not exercised": SKIPPED}
     results = [
-        Result(f"policy-pack:{stack}:{cid}", (cid,), "cloud", outcome[state], ev.id,
-               message="; ".join(v.message for v in result.violations if cid in v.controls)[:500])
+        Result(
+            f"policy-pack:{stack}:{cid}",
+            (cid,),
+            "cloud",
+            outcome[state],
+            ev.id,
+            message="; ".join(v.message for v in result.violations if cid in v.controls)[:500],
+        )
         for cid, state in result.controls.items()
-    ]  # fmt: skip
+    ]
     return results, planner.as_sarif(result)
 
 
@@ -86,8 +99,17 @@ def junit_results(path: Path, evidence_id: str, checks: list[Check], hosts: tupl
             outcome, message = SKIPPED, case.find("skipped").get("message", "")  # type: ignore[union-attr]
         else:
             outcome, message = PASSED, ""
-        out.append(Result(check.name, check.controls, check.layer, outcome, evidence_id,
-                          _host_of(case.get("name", ""), hosts), message))  # fmt: skip
+        out.append(
+            Result(
+                check.name,
+                check.controls,
+                check.layer,
+                outcome,
+                evidence_id,
+                _host_of(case.get("name", ""), hosts),
+                message,
+            )
+        )
     return out
 
 
@@ -126,6 +148,9 @@ def lab_files(bundle: Bundle, evidence_dir: Path, progress: Progress) -> list[Re
         if pattern.startswith("restore-test"):
             data = json.loads(path.read_text(encoding="utf-8"))
             outcome = PASSED if data.get("result") == "pass" else FAILED
-            results.append(Result(f"restore-test:{path.name}", controls, "host", outcome, ev.id,
-                                  message=str(data.get("detail", ""))))  # fmt: skip
+            results.append(
+                Result(
+                    f"restore-test:{path.name}", controls, "host", outcome, ev.id, message=str(data.get("detail", ""))
+                )
+            )
     return results

@@ -16,10 +16,15 @@ def write_summary(report: Report, out: Path) -> None:
 
 def write_junit(report: Report, out: Path) -> None:
     counts = report.counts()
-    suite = ET.Element("testsuite", name=f"billkit-report-{report.stack}", tests=str(len(report.statuses)),
-                       failures=str(counts[NOT_SATISFIED]), errors="0",
-                       skipped=str(counts[NOT_ASSESSED] + counts[MANUAL] + counts[WAIVED]),
-                       timestamp=report.generated)  # fmt: skip
+    suite = ET.Element(
+        "testsuite",
+        name=f"billkit-report-{report.stack}",
+        tests=str(len(report.statuses)),
+        failures=str(counts[NOT_SATISFIED]),
+        errors="0",
+        skipped=str(counts[NOT_ASSESSED] + counts[MANUAL] + counts[WAIVED]),
+        timestamp=report.generated,
+    )
     for cid, s in report.statuses.items():
         case = ET.SubElement(suite, "testcase", classname=f"practice-{s.control.practice}", name=cid)
         text = "; ".join(s.reasons)
@@ -36,19 +41,37 @@ def write_sarif(report: Report, policy_sarif: dict[str, Any] | None, out: Path) 
     runs: list[dict[str, Any]] = [policy_sarif["runs"][0]] if policy_sarif else []
     failed = [r for r in report.results if r.outcome == FAILED and r.layer == "host"]
     rules = sorted({r.check.split("[")[0] for r in failed})
-    runs.append({
-        "tool": {"driver": {"name": "billkit-verify", "version": "0.1.0",
-                            "rules": [{"id": rid, "name": rid.rsplit("::", 1)[-1]} for rid in rules]}},
-        "automationDetails": {"id": f"billkit-verify/{report.stack}"},
-        "results": [
-            {"ruleId": r.check.split("[")[0], "ruleIndex": rules.index(r.check.split("[")[0]), "level": "error",
-             "message": {"text": f"{r.check} ({', '.join(r.controls)}) failed on {r.host or 'the hosts'}: "
-                                 f"{r.message[:500]}"},
-             "locations": [{"physicalLocation": {"artifactLocation": {"uri": r.check.split("::")[0],
-                                                                      "uriBaseId": "%SRCROOT%"}}}],
-             "properties": {"controls": list(r.controls), "host": r.host}}
-            for r in failed
-        ],
-    })  # fmt: skip
+    runs.append(
+        {
+            "tool": {
+                "driver": {
+                    "name": "billkit-verify",
+                    "version": "0.1.0",
+                    "rules": [{"id": rid, "name": rid.rsplit("::", 1)[-1]} for rid in rules],
+                }
+            },
+            "automationDetails": {"id": f"billkit-verify/{report.stack}"},
+            "results": [
+                {
+                    "ruleId": r.check.split("[")[0],
+                    "ruleIndex": rules.index(r.check.split("[")[0]),
+                    "level": "error",
+                    "message": {
+                        "text": f"{r.check} ({', '.join(r.controls)}) failed on {r.host or 'the hosts'}: "
+                        f"{r.message[:500]}"
+                    },
+                    "locations": [
+                        {
+                            "physicalLocation": {
+                                "artifactLocation": {"uri": r.check.split("::")[0], "uriBaseId": "%SRCROOT%"}
+                            }
+                        }
+                    ],
+                    "properties": {"controls": list(r.controls), "host": r.host},
+                }
+                for r in failed
+            ],
+        }
+    )
     doc = {"$schema": "https://json.schemastore.org/sarif-2.1.0.json", "version": "2.1.0", "runs": runs}
     (out / "results.sarif").write_text(json.dumps(doc, indent=2), encoding="utf-8")

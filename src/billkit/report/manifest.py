@@ -28,8 +28,11 @@ def files_of(folder: Path) -> list[str]:
 
 
 def write_manifest(folder: Path, generated: str) -> bytes:
-    body = {"generated": generated, "algorithm": "sha256",
-            "files": {name: sha256_file(folder / name) for name in files_of(folder)}}  # fmt: skip
+    body = {
+        "generated": generated,
+        "algorithm": "sha256",
+        "files": {name: sha256_file(folder / name) for name in files_of(folder)},
+    }
     data = json.dumps(body, indent=2, sort_keys=True).encode()
     (folder / MANIFEST).write_bytes(data)
     return data
@@ -42,8 +45,14 @@ def sign(client: Any, data: bytes, folder: Path, mount: str = MOUNT, key: str = 
     version = re.fullmatch(r"vault:v(\d+):.+", signature)
     assert version is not None, signature  # noqa: S101 - transit's own format
     keys = client.secrets.transit.read_key(key, mount_point=mount)["data"]["keys"]
-    body = {"signed": True, "algorithm": "ed25519", "mount": mount, "key": key, "signature": signature,
-            "public_key": keys[version.group(1)]["public_key"]}  # fmt: skip
+    body = {
+        "signed": True,
+        "algorithm": "ed25519",
+        "mount": mount,
+        "key": key,
+        "signature": signature,
+        "public_key": keys[version.group(1)]["public_key"],
+    }
     (folder / SIGNATURE).write_text(json.dumps(body, indent=2), encoding="utf-8")
     return body
 
@@ -71,7 +80,9 @@ def _local_signature_ok(data: bytes, sig: dict[str, Any]) -> bool:
     if not m:
         return False
     try:
-        Ed25519PublicKey.from_public_bytes(base64.b64decode(sig["public_key"])).verify(base64.b64decode(m.group(1)), data)
+        Ed25519PublicKey.from_public_bytes(base64.b64decode(sig["public_key"])).verify(
+            base64.b64decode(m.group(1)), data
+        )
     except (InvalidSignature, ValueError, KeyError, TypeError):
         return False
     return True

@@ -73,7 +73,7 @@ class Report:
         return {e.id: e for e in self.evidence}
 
     def counts(self) -> dict[str, int]:
-        out = dict.fromkeys(STATUSES, 0)
+        out: dict[str, int] = dict.fromkeys(STATUSES, 0)
         for s in self.statuses.values():
             out[s.status] += 1
         return out
@@ -93,7 +93,9 @@ class Report:
                     "pci_dss": list(s.control.pci_dss),
                     "layers": s.layers,
                     "reasons": s.reasons,
-                    "waiver": None if s.waiver is None else {"id": s.waiver.id, "expires": s.waiver.expires.isoformat()},
+                    "waiver": None
+                    if s.waiver is None
+                    else {"id": s.waiver.id, "expires": s.waiver.expires.isoformat()},
                     "manual": s.control.manual,
                     "evidence": sorted({r.evidence for r in s.results}),
                 }
@@ -141,7 +143,9 @@ def control_status(control: Control, results: list[Result], waivers: list[Waiver
     return st
 
 
-def statuses(catalog: Catalog, results: list[Result], waivers: list[Waiver], today: dt.date) -> dict[str, ControlStatus]:
+def statuses(
+    catalog: Catalog, results: list[Result], waivers: list[Waiver], today: dt.date
+) -> dict[str, ControlStatus]:
     return {c.id: control_status(c, results, waivers, today) for c in catalog.active()}
 
 

@@ -11,23 +11,31 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from trestle.oscal import OSCAL_VERSION
+from trestle.oscal import OSCAL_VERSION, common
 from trestle.oscal import assessment_plan as ap
 from trestle.oscal import assessment_results as ar
-from trestle.oscal import common
 from trestle.oscal import component as cd
 
 from billkit.report.model import NOT_SATISFIED, SATISFIED, Report
 
+T = TypeVar("T")
 NS = "urn:billkit:report"
-FILES = {"component-definition.json": cd.ComponentDefinition, "assessment-plan.json": ap.AssessmentPlan,
-         "assessment-results.json": ar.AssessmentResults}  # fmt: skip
+FILES = {
+    "component-definition.json": cd.ComponentDefinition,
+    "assessment-plan.json": ap.AssessmentPlan,
+    "assessment-results.json": ar.AssessmentResults,
+}
 
 
 class OscalError(ValueError):
     """An OSCAL document of the bundle does not validate."""
+
+
+def _m(cls: type[T], **fields: Any) -> T:
+    """Build a trestle model by field name (its signature only knows OSCAL's hyphenated aliases)."""
+    return cls(**fields)
 
 
 def _u() -> str:
@@ -35,54 +43,69 @@ def _u() -> str:
 
 
 def _prop(name: str, value: str) -> common.Property:
-    return common.Property(name=name, value=value, ns=NS)
+    return _m(common.Property, name=name, value=value, ns=NS)
 
 
 def _metadata(title: str, when: dt.datetime) -> common.Metadata:
-    return common.Metadata(title=title, last_modified=when, version="1.0", oscal_version=OSCAL_VERSION)
+    return _m(common.Metadata, title=title, last_modified=when, version="1.0", oscal_version=OSCAL_VERSION)
 
 
 def _reviewed(report: Report) -> common.ReviewedControls:
-    ids = [common.SelectControlById(control_id=cid) for cid in report.statuses]
-    return common.ReviewedControls(control_selections=[common.ControlSelections(include_controls=ids)])
+    ids = [_m(common.SelectControlById, control_id=cid) for cid in report.statuses]
+    return _m(common.ReviewedControls, control_selections=[_m(common.ControlSelections, include_controls=ids)])
 
 
 def component_definition(report: Report, when: dt.datetime) -> cd.ComponentDefinition:
     reqs = [
-        cd.ImplementedRequirement(
-            uuid=_u(), control_id=s.control.id,
+        _m(
+            cd.ImplementedRequirement,
+            uuid=_u(),
+            control_id=s.control.id,
             description=f"{s.control.title}. {s.control.rationale}",
-            props=[_prop("practice", str(s.control.practice)), _prop("severity", s.control.severity),
-                   *(_prop("pci-dss", p) for p in s.control.pci_dss),
-                   *(_prop("layer", layer) for layer in s.control.layers)],
+            props=[
+                _prop("practice", str(s.control.practice)),
+                _prop("severity", s.control.severity),
+                *(_prop("pci-dss", p) for p in s.control.pci_dss),
+                *(_prop("layer", layer) for layer in s.control.layers),
+            ],
         )
         for s in report.statuses.values()
-    ]  # fmt: skip
-    impl = cd.ControlImplementation(
-        uuid=_u(), source="controls/catalog.yaml", description="billkit's control catalogue", implemented_requirements=reqs
+    ]
+    impl = _m(
+        cd.ControlImplementation,
+        uuid=_u(),
+        source="controls/catalog.yaml",
+        description="billkit's control catalogue",
+        implemented_requirements=reqs,
     )
-    comp = cd.DefinedComponent(
-        uuid=_u(), type="software", title="billkit",
+    comp = _m(
+        cd.DefinedComponent,
+        uuid=_u(),
+        type="software",
+        title="billkit",
         description="Deployment kit for billing software: AWS stack, policy pack, hardened hosts, reference app",
         control_implementations=[impl],
-    )  # fmt: skip
-    return cd.ComponentDefinition(uuid=_u(), metadata=_metadata("billkit component definition", when), components=[comp])
+    )
+    return _m(
+        cd.ComponentDefinition, uuid=_u(), metadata=_metadata("billkit component definition", when), components=[comp]
+    )
 
 
 def assessment_plan(report: Report, when: dt.datetime) -> ap.AssessmentPlan:
-    return ap.AssessmentPlan(
+    return _m(
+        ap.AssessmentPlan,
         uuid=_u(),
         metadata=_metadata(f"billkit assessment plan, stack {report.stack}", when),
-        import_ssp=common.ImportSsp(href="component-definition.json", remarks="The kit's component definition"),
+        import_ssp=_m(common.ImportSsp, href="component-definition.json", remarks="The kit's component definition"),
         reviewed_controls=_reviewed(report),
     )
 
 
 def _finding_status(status: str) -> common.ObjectiveStatus | None:
     if status == SATISFIED:
-        return common.ObjectiveStatus(state=common.ObjectiveStatusStateValidValues.satisfied, reason="pass")
+        return _m(common.ObjectiveStatus, state=common.ObjectiveStatusStateValidValues.satisfied, reason="pass")
     if status == NOT_SATISFIED:
-        return common.ObjectiveStatus(state=common.ObjectiveStatusStateValidValues.not_satisfied, reason="fail")
+        return _m(common.ObjectiveStatus, state=common.ObjectiveStatusStateValidValues.not_satisfied, reason="fail")
     return None
 
 
@@ -92,31 +115,58 @@ def assessment_results(report: Report, when: dt.datetime) -> ar.AssessmentResult
     for ev in report.evidence:
         obs_uuid[ev.id] = _u()
         observations.append(
-            common.Observation(
-                uuid=obs_uuid[ev.id], title=ev.id, description=ev.description,
-                methods=[ev.method.upper()], collected=dt.datetime.fromisoformat(ev.collected),
+            _m(
+                common.Observation,
+                uuid=obs_uuid[ev.id],
+                title=ev.id,
+                description=ev.description,
+                methods=[ev.method.upper()],
+                collected=dt.datetime.fromisoformat(ev.collected),
                 props=[_prop("tool", ev.tool), _prop("tool-version", ev.version), _prop("sha256", ev.sha256)],
-                relevant_evidence=[common.RelevantEvidence(href=ev.path, description=f"{ev.path} sha256:{ev.sha256}")],
+                relevant_evidence=[
+                    _m(common.RelevantEvidence, href=ev.path, description=f"{ev.path} sha256:{ev.sha256}")
+                ],
             )
-        )  # fmt: skip
+        )
     findings = [
-        common.Finding(
-            uuid=_u(), title=f"{cid}: {s.status}", description="; ".join(s.reasons) or "every layer passed",
-            target=common.FindingTarget(type="objective-id", target_id=cid, status=_finding_status(s.status),
-                                        props=[_prop("billkit-status", s.status.replace(" ", "-"))]),
-            related_observations=[common.RelatedObservation(observation_uuid=obs_uuid[e])
-                                  for e in sorted({r.evidence for r in s.results})] or None,
+        _m(
+            common.Finding,
+            uuid=_u(),
+            title=f"{cid}: {s.status}",
+            description="; ".join(s.reasons) or "every layer passed",
+            target=_m(
+                common.FindingTarget,
+                type="objective-id",
+                target_id=cid,
+                status=_finding_status(s.status),
+                props=[_prop("billkit-status", s.status.replace(" ", "-"))],
+            ),
+            related_observations=[
+                _m(common.RelatedObservation, observation_uuid=obs_uuid[e])
+                for e in sorted({r.evidence for r in s.results})
+            ]
+            or None,
         )
         for cid, s in report.statuses.items()
-    ]  # fmt: skip
-    result = ar.Result(
-        uuid=_u(), title=f"billkit report, stack {report.stack}", description="; ".join(report.notes) or "billkit",
-        start=when, end=when, reviewed_controls=_reviewed(report), observations=observations or None, findings=findings,
-    )  # fmt: skip
-    return ar.AssessmentResults(
-        uuid=_u(), metadata=_metadata(f"billkit assessment results, stack {report.stack}", when),
-        import_ap=ar.ImportAp(href="assessment-plan.json"), results=[result],
-    )  # fmt: skip
+    ]
+    result = _m(
+        ar.Result,
+        uuid=_u(),
+        title=f"billkit report, stack {report.stack}",
+        description="; ".join(report.notes) or "billkit",
+        start=when,
+        end=when,
+        reviewed_controls=_reviewed(report),
+        observations=observations or None,
+        findings=findings,
+    )
+    return _m(
+        ar.AssessmentResults,
+        uuid=_u(),
+        metadata=_metadata(f"billkit assessment results, stack {report.stack}", when),
+        import_ap=_m(ar.ImportAp, href="assessment-plan.json"),
+        results=[result],
+    )
 
 
 def write_all(report: Report, out: Path) -> list[str]:

@@ -39,8 +39,12 @@ def vault_from_env() -> Any | None:
         return None
     import hvac
 
-    return hvac.Client(url=os.environ["VAULT_ADDR"], token=os.environ["VAULT_TOKEN"],
-                       verify=os.environ.get("VAULT_CACERT") or True, timeout=10)  # fmt: skip
+    return hvac.Client(
+        url=os.environ["VAULT_ADDR"],
+        token=os.environ["VAULT_TOKEN"],
+        verify=os.environ.get("VAULT_CACERT") or True,
+        timeout=10,
+    )
 
 
 def _lab_hosts() -> tuple[str, ...]:
@@ -60,7 +64,9 @@ def build(opts: Options, progress: Callable[[str], None] = lambda _m: None) -> R
     catalog = opts.catalog or load_catalog()
     waivers = load_waivers(catalog, opts.waivers)
     if opts.waivers.exists():
-        bundle.copy(opts.waivers, "examine", "billkit waivers", "1", "Waivers: control, justification, approver, expiry")
+        bundle.copy(
+            opts.waivers, "examine", "billkit waivers", "1", "Waivers: control, justification, approver, expiry"
+        )
     if opts.checks is None:
         progress("collecting the checks of the test suite (coverage)")
     checks = opts.checks if opts.checks is not None else collect_test_checks() + collect_policy_checks()
@@ -83,23 +89,39 @@ def build(opts: Options, progress: Callable[[str], None] = lambda _m: None) -> R
         junits.append(lab_checks)
     for path in junits:
         progress(f"JUnit {path.name}")
-        ev = bundle.copy(path, "test", "pytest", collect._v("pytest"), f"Check results ({path.name})",
-                         collect.junit_time(path))  # fmt: skip
+        ev = bundle.copy(
+            path, "test", "pytest", collect._v("pytest"), f"Check results ({path.name})", collect.junit_time(path)
+        )
         results += collect.junit_results(path, ev.id, checks, hosts)
     verify_xml = collect.newest(opts.evidence_dir, "verify-*.xml") if opts.evidence_dir.is_dir() else None
     lab_assessed = verify_xml is not None
     if verify_xml is not None:
         progress(f"host checks {verify_xml.name}")
-        ev = bundle.copy(verify_xml, "test", "billkit verify (pytest, testinfra)", collect._v("pytest-testinfra"),
-                         "Host checks on the lab, read only", collect.junit_time(verify_xml))  # fmt: skip
+        ev = bundle.copy(
+            verify_xml,
+            "test",
+            "billkit verify (pytest, testinfra)",
+            collect._v("pytest-testinfra"),
+            "Host checks on the lab, read only",
+            collect.junit_time(verify_xml),
+        )
         results += [r for r in collect.junit_results(verify_xml, ev.id, checks, hosts) if r.layer == "host"]
     else:
         notes.append("No host checks from `billkit verify` were found: the host layer is NOT ASSESSED in this report.")
     if opts.evidence_dir.is_dir():
         results += collect.lab_files(bundle, opts.evidence_dir, progress)
     today = opts.today or now.date()
-    report = Report(now.isoformat(), opts.stack, catalog, bundle.evidence, results,
-                    statuses(catalog, results, list(waivers), today), lab_assessed, notes, opts.stale_days)  # fmt: skip
+    report = Report(
+        now.isoformat(),
+        opts.stack,
+        catalog,
+        bundle.evidence,
+        results,
+        statuses(catalog, results, list(waivers), today),
+        lab_assessed,
+        notes,
+        opts.stale_days,
+    )
     progress("writing index.html, OSCAL, SARIF, JUnit, summary")
     formats.write_summary(report, opts.out)
     formats.write_junit(report, opts.out)
@@ -120,8 +142,9 @@ def sign(report: Report, out: Path, client: Any | None, progress: Callable[[str]
         except Exception as exc:  # noqa: BLE001 - unreachable or refused: the bundle is still produced, unsigned
             reason = f"Vault not usable for signing: {str(exc)[:200]}"
     if reason:
-        report.notes.append(f"The manifest is UNSIGNED: {reason}. `billkit report verify` refuses it without "
-                            "--allow-unsigned.")  # fmt: skip
+        report.notes.append(
+            f"The manifest is UNSIGNED: {reason}. `billkit report verify` refuses it without --allow-unsigned."
+        )
     html.write_html(report, out)
     data = manifest.write_manifest(out, report.generated)
     if reason:
