@@ -101,7 +101,7 @@ APP_ALARMS: tuple[AppAlarm, ...] = (
     AppAlarm(
         "app-role-grants",
         _audit(f'{_any_action("role.grant", "role.approve")} && ($.outcome = "ok")'),
-        1, "warning", ("MON-01", "RBAC-02"), ("10.4.1", "7.2.4", "10.2.1.5"),
+        1, "warning", ("MON-01", "RBAC-02"), ("10.4.1", "7.2.3", "10.2.1.5"),
         "a staff role was granted",
         "Confirm the grant against its approved access request; revoke it if there is none.",
     ),
