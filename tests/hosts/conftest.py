@@ -25,3 +25,16 @@ def lab_up() -> None:
 def _lab_for_lab_tests(request: pytest.FixtureRequest) -> None:
     if request.node.get_closest_marker("lab"):
         request.getfixturevalue("lab_up")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "lab_first: runs before the other tests of the session (drills that time a path through the "
+        "central journal, before other tests' log bursts queue ahead of their events)",
+    )  # fmt: skip
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    first = [i for i in items if i.get_closest_marker("lab_first")]
+    if first:
+        items[:] = first + [i for i in items if not i.get_closest_marker("lab_first")]
