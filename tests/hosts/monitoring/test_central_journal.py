@@ -53,14 +53,15 @@ def test_mon_receives_sealed_files_and_keeps_the_key_root_only(host: Any) -> Non
         assert host.service("billkit-journal-vacuum.timer").is_enabled
 
 
+# Open defect, seen some runs and not others: every host's upload goes into one sealed file, and when uploads
+# interleave an entry older than the last seal tag arrives, so even the untouched file fails verification
+# ('Older entry after newer tag'). Sealing needs one receiver and file per host. Until then the check reports
+# that case as the known defect and asserts everything else.
+OLDER_ENTRY = "Older entry after newer tag"
+
+
 @pytest.mark.drill
 @pytest.mark.control("MON-04")
-@pytest.mark.xfail(
-    strict=True,
-    reason="open defect: every host's upload goes into one sealed file, and uploads interleave, so an entry older "
-    "than the last seal tag arrives ('Older entry after newer tag') and the untouched file fails verification; "
-    "sealing needs one receiver and file per host",
-)
 def test_a_flipped_byte_in_a_copy_of_the_newest_file_fails_verification(host: Any) -> None:
     if name(host) != MON:
         pytest.skip("the receiver runs on mon-1 only")
@@ -70,4 +71,7 @@ def test_a_flipped_byte_in_a_copy_of_the_newest_file_fails_verification(host: An
             return host.check_output(shlex.join(command))
 
     result = tamper_check(on_mon)
-    assert result.detected, result
+    if result.original_rc != 0 and OLDER_ENTRY in result.original_output:
+        pytest.xfail(f"open defect, one sealed file for every host: {OLDER_ENTRY!r} in the untouched copy")
+    assert result.original_rc == 0, f"the untouched copy fails verification: {result.original_output[-1500:]}"
+    assert result.tampered_rc != 0, f"a flipped byte at {result.offset} went unnoticed: {result.tampered_output}"
