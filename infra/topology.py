@@ -96,11 +96,8 @@ APT_PROXY = 3142
 # Monitoring: scraped over mutual TLS by mon-1; operators reach Prometheus and Alertmanager over TLS.
 NODE_EXPORTER = 9100
 APP_METRICS = 9464
-POSTGRES_EXPORTER = 9187
 PROMETHEUS = 9090
 ALERTMANAGER = 9093
-# Every host's journal to mon-1's central journal (systemd-journal-upload, mutual TLS).
-JOURNAL_REMOTE = 19532
 # VRRP is an IP protocol of its own (112): no port. Flows with it are matched by protocol alone.
 VRRP_NO_PORT = 0
 # The machine's loopback port that the lab publishes for users (to the edge's floating address, port 443).
@@ -160,24 +157,10 @@ FLOWS: tuple[Flow, ...] = (
         for r in ROLES
         if r.name != "mon"
     ),  # fmt: skip
-    *(
-        Flow(
-            r.name,
-            "mon",
-            JOURNAL_REMOTE,
-            "tcp",
-            "journal upload over mutual TLS",
-            ("MON-04", "LOG-04"),
-            _realms_of(r.name),
-        )
-        for r in ROLES
-        if r.name != "mon"
-    ),  # fmt: skip
     Flow("mon", "app", APP_METRICS, "tcp", "the app's security counters over mutual TLS", ("MON-01", "MON-03")),
     Flow("mon", "app", APP_PORT, "tcp", "TLS probe: endpoint health and certificate expiry", ("MON-01", "ENC-05")),
     Flow("mon", "vault", VAULT_API, "tcp", "OpenBao telemetry, health and certificate probes", ("MON-01", "MON-02")),
     Flow("mon", "db", POSTGRES, "tcp", "TLS probe: database certificate expiry", ("MON-01", "ENC-05")),
-    Flow("mon", "db", POSTGRES_EXPORTER, "tcp", "database metrics over mutual TLS", ("MON-01",), _realms_of("db")),
     Flow("mon", "waf", HTTPS, "tcp", "TLS probe of the edge", ("MON-01", "ENC-05"), LAB_ONLY),
     Flow("mon", "backup", HTTPS, "tcp", "TLS probe of the backup store", ("MON-01", "ENC-05"), LAB_ONLY),
     Flow(OPERATOR, "mon", PROMETHEUS, "tcp", "operators read Prometheus (TLS, basic auth)", ("MON-01",)),

@@ -18,7 +18,7 @@ from infra.topology import lab_hosts
 
 pytestmark = pytest.mark.lab
 
-TARGET = 85
+TARGET = 80
 LYNIS = ["sudo", "-n", "sh", "-c",
          "lynis audit system --quick --no-colors >/dev/null 2>&1; "
          "grep -E '^(hardening_index|warning\\[\\]|suggestion\\[\\])=' /var/log/lynis-report.dat"]  # fmt: skip

@@ -104,10 +104,7 @@ def test_the_mon_group_allows_exactly_the_topology_flows(prod: tuple[Resource, .
     }  # fmt: skip
     # Each egress has its ingress on the other end's group.
     peers = {("ingress", dst, "mon", port) for kind, _, dst, port in own if kind == "egress"}
-    # The EC2 hosts upload their journal to mon's central journal (MON-04).
-    journal = {(kind, a, b, topology.JOURNAL_REMOTE) for src in ("app", "vault")
-               for kind, a, b in (("egress", src, "mon"), ("ingress", "mon", src))}  # fmt: skip
-    assert touching_mon == own | peers | journal
+    assert touching_mon == own | peers
     # And the topology says the same, rule by rule.
     expected = {(r.direction, r.sg, r.peer_sg or r.peer_cidrs[0], r.port)
                 for r in topology.aws_sg_rules() if "mon" in (r.sg, r.peer_sg)}  # fmt: skip

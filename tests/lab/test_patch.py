@@ -1,8 +1,7 @@
 """The rolling patch run on the lab (`billkit patch`): a drill, it installs real security updates.
 
-The lab's base image leaves a few of the security suite's updates pending on every host (libssl3 and
-libexpat1: services to restart, a reboot for dbus). In order, one module-scoped sequence (each rollout
-is minutes of work, done once):
+The lab's base image comes from the release suite, so the security suite has real updates pending
+on every host. In order, one module-scoped sequence (each rollout is minutes of work, done once):
 
 1. the first host of the order is broken so that it fails its health check once patched: the rollout
    stops there, it stays drained, and no other host is touched;

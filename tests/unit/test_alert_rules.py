@@ -25,7 +25,7 @@ from billkit.system import ensure_packages, require_command
 RULES = ROOT / "playbooks/roles/monitoring/files/rules"
 DOC = ROOT / "docs/alerts.md"
 # The groups of the monitoring contract: the deployed sources, then the later parts written ahead.
-GROUPS = ("app", "vault", "hosts", "tls", "backup", "patch", "logs", "vault_audit", "fim", "journal", "postgres")
+GROUPS = ("app", "vault", "hosts", "tls", "backup", "patch", "logs", "vault_audit", "fim", "journal")
 SEVERITIES = ("critical", "warning", "info")
 # A rule that alerts on a scrape or probe being down (`up{…} == 0`, `max(probe_success{…}) == 0`).
 STATE_ALERT = re.compile(r"\b(?:up|probe_success)\{[^}]*\}\)?\s*==\s*0")

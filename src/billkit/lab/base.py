@@ -1,10 +1,9 @@
 """The base image: one debootstrapped Debian bookworm rootfs, shared read-only by every host.
 
-Built from the release suite, then given the security suite's updates except a few (DRILL_PENDING),
-so that a later patch run has real updates to apply, and few enough that the patch drill's time goes
-to the rollout rather than to dpkg (perl alone doubled each host's upgrade). Cached in ``.lab/base/``
-and rebuilt only when its recipe (suite, variant, package list, customisation version) changes.
-Each host runs on an overlayfs copy of it (see hosts.py).
+Built from the release suite only (no bookworm-updates, no security suite), so that a later
+patch run has real updates to apply. Cached in ``.lab/base/`` and rebuilt only when its recipe
+(suite, variant, package list, customisation version) changes. Each host runs on an overlayfs
+copy of it (see hosts.py).
 """
 
 from __future__ import annotations
@@ -30,10 +29,7 @@ PACKAGES = (
     "unattended-upgrades", "lynis", "cron", "libpam-tmpdir", "apt-listchanges", "needrestart", "debsums",
     "apt-show-versions", "acct", "sysstat",
 )  # fmt: skip
-CUSTOMISATION = 5
-# Security updates left pending for the patch drill, when the security suite has them: libraries that
-# most services load, so that patching them means restarts (libssl3) or a reboot (libexpat1, for dbus).
-DRILL_PENDING = ("libssl3", "openssl", "libexpat1")
+CUSTOMISATION = 4
 ROOTFS = BASE_DIR / "rootfs"
 STAMP = BASE_DIR / "recipe.json"
 
@@ -54,7 +50,7 @@ def security_mirror() -> str | None:
 
 def recipe(mirror: str) -> dict[str, object]:
     return {"suite": SUITE, "variant": VARIANT, "packages": sorted(PACKAGES), "mirror": mirror,
-            "customisation": CUSTOMISATION, "pending": sorted(DRILL_PENDING)}  # fmt: skip
+            "customisation": CUSTOMISATION}  # fmt: skip
 
 
 def recipe_hash(mirror: str) -> str:
@@ -94,29 +90,6 @@ def customise(root: Path, mirror: str) -> None:
     (root / "etc/resolv.conf").write_text("")
 
 
-def apply_security_updates(root: Path) -> None:
-    """Install the security suite's updates in the rootfs, except DRILL_PENDING (held meanwhile)."""
-    if not security_mirror():
-        return
-    chroot = ["chroot", str(root)]
-    env = ["env", "DEBIAN_FRONTEND=noninteractive", "NEEDRESTART_SUSPEND=1"]
-    policy = root / "usr/sbin/policy-rc.d"  # no service starts inside the chroot
-    policy.write_text("#!/bin/sh\nexit 101\n")
-    policy.chmod(0o755)
-    resolv = root / "etc/resolv.conf"
-    shutil.copyfile("/etc/resolv.conf", resolv)  # the mirror by name, as debootstrap reached it
-    try:
-        run([*chroot, "apt-get", "-q", "update"], "base image: apt update", timeout=600)
-        run([*chroot, "apt-mark", "hold", *DRILL_PENDING], "base image: hold the drill's updates")
-        run([*chroot, *env, "apt-get", "-q", "-y", "-o", "Dpkg::Options::=--force-confold", "upgrade"],
-            "base image: security updates", timeout=1200)  # fmt: skip
-        run([*chroot, "apt-mark", "unhold", *DRILL_PENDING], "base image: release the drill's updates")
-        run([*chroot, "apt-get", "clean"], "base image: apt clean")
-    finally:
-        policy.unlink(missing_ok=True)
-        resolv.write_text("")
-
-
 def unmount_under(path: Path) -> None:
     """Unmount every mount point at or below the path, deepest first."""
     root = str(path.resolve())
@@ -142,7 +115,6 @@ def build() -> bool:
     except StepError as exc:
         raise StepError(f"{exc}\nIs the Debian mirror {mirror} reachable? Re-run `billkit up` to retry.") from None
     customise(tmp, mirror)
-    apply_security_updates(tmp)
     shutil.rmtree(ROOTFS, ignore_errors=True)
     tmp.rename(ROOTFS)
     STAMP.write_text(json.dumps({"hash": recipe_hash(mirror), "recipe": recipe(mirror)}, indent=2))

@@ -4,8 +4,7 @@
    serve with it, Prometheus on mon-1 reads with it; 24 hours, re-issued by any ``up`` past half its
    lifetime) staged under ``.lab/monitoring/tls``; the web passwords (``operator`` for people and
    ``billkit alerts``, ``prometheus`` for Prometheus itself) and their bcrypt hashes; the roles'
-   variables as group_vars (``all/monitoring``: host_monitoring, AIDE, the journal upload; ``role_mon``: monitoring,
-   the central journal), ports from the topology.
+   variables as group_vars (``all/monitoring``: host_monitoring; ``role_mon``: monitoring), ports from the topology.
 2. the ``monitoring.yml`` playbook.
 """
 
@@ -25,9 +24,7 @@ from infra.topology import (
     APP_METRICS,
     APP_PORT,
     HTTPS,
-    JOURNAL_REMOTE,
     NODE_EXPORTER,
-    POSTGRES_EXPORTER,
     PROMETHEUS,
     VAULT_API,
     hosts_of,
@@ -124,24 +121,8 @@ def prepare(progress: Progress = _quiet) -> list[str]:
         path, hashed, made = _password(user)
         users[user], password_files[user] = hashed, path
         changes += made
-    mon_host = hosts_of("mon")[0]
-    every_host = {
-        "host_monitoring_tls_src_dir": str(TLS),
-        "host_monitoring_node_exporter_port": NODE_EXPORTER,
-        # MON-05: AIDE's baselines kept off the hosts, on the controller and on mon-1
-        "aide_baseline_fetch_dir": str(FOLDER / "aide-baselines"),
-        "aide_baseline_store_host": mon_host.name,
-        # MON-04: every host but mon-1 sends its journal to mon-1 (role_mon turns it off there)
-        "host_monitoring_journal_upload_enabled": True,
-        "host_monitoring_journal_upload_url": f"https://{mon_host.address}:{JOURNAL_REMOTE}",
-        "host_monitoring_postgres_exporter_port": POSTGRES_EXPORTER,  # served on the db hosts only
-    }
+    every_host = {"host_monitoring_tls_src_dir": str(TLS), "host_monitoring_node_exporter_port": NODE_EXPORTER}
     mon = {
-        "host_monitoring_journal_upload_enabled": False,  # mon-1 receives
-        "monitoring_journal_enabled": True,
-        "monitoring_journal_port": JOURNAL_REMOTE,
-        "monitoring_journal_verify_key_fetch_dir": str(FOLDER),
-        "monitoring_postgres_exporter_port": POSTGRES_EXPORTER,
         "monitoring_prometheus_port": PROMETHEUS,
         "monitoring_alertmanager_port": ALERTMANAGER,
         "monitoring_node_exporter_port": NODE_EXPORTER,

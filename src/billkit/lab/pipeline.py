@@ -399,12 +399,8 @@ def _monitoring_prepare(state: LabState, progress: Progress) -> None:
         console.print(f"    {change}")
 
 
-AIDE = Playbook("aide.yml", "file integrity baselines on every host, kept on the controller and mon-1", ("aide",))
-
-
 def _monitoring_steps() -> list[Step]:
     return [
         Step("monitoring: identity certificates, web passwords, role variables", _monitoring_prepare),
         _playbook_step(MONITORING),
-        _playbook_step(AIDE),  # last: the baseline is taken of what every other step installed
     ]

@@ -217,7 +217,6 @@ def rollout(*, hosts: list[str] | None, security_only: bool, under_load: bool, i
             message, code = str(exc), 1
         finally:
             variables.unlink(missing_ok=True)  # it holds the step-down token
-        _accept_file_changes(work, stamp, inventory)
         load = loop.stop() if loop else None
     records = [host_record(json.loads(p.read_text())) for p in sorted(work.glob("*.json"))]
     records.sort(key=lambda r: r["started"] or "")  # the order the rollout took
@@ -254,25 +253,6 @@ def rollout(*, hosts: list[str] | None, security_only: bool, under_load: bool, i
     shutil.rmtree(work, ignore_errors=True)
     _print_summary(evidence, out)
     return code
-
-
-def _accept_file_changes(work: Path, stamp: str, inventory: Path | None) -> None:
-    """MON-05: the files a patch changed become the new AIDE baseline on the hosts that installed updates,
-    with the run as the recorded reason (the baselines kept off the hosts are fetched again)."""
-    patched = [r["host"] for r in (host_record(json.loads(p.read_text())) for p in work.glob("*.json"))
-               if r["packages"]]  # fmt: skip
-    if not patched:
-        return
-    console.print(f"accepting the patch's file changes in AIDE's baseline on {', '.join(sorted(patched))}")
-    reason = f"billkit patch run {stamp}: the packages in its evidence (patch-{stamp}.json)"
-    try:
-        run_playbook("aide.yml", inventory=inventory or INVENTORY, limit=",".join(sorted(patched)),
-                     extra=("-e", json.dumps({"aide_accept_reason": reason})))  # fmt: skip
-    except StepError as exc:
-        console.print(
-            f"[red]the AIDE baseline was not refreshed ({exc}): run `ansible-playbook playbooks/aide.yml "
-            f"-e aide_accept_reason=...` before the next check reports the patch as a change[/red]"
-        )
 
 
 def _print_summary(evidence: dict[str, Any], path: Path) -> None:

@@ -48,8 +48,8 @@ class Cluster:
     ca_file: Path  # the root CA the nodes' certificates chain to
     keystore: Keystore
 
-    def client(self, node: Node, token: str | None = None, timeout: int = 10) -> hvac.Client:
-        return client(node, self.ca_file, token, timeout)
+    def client(self, node: Node, token: str | None = None) -> hvac.Client:
+        return client(node, self.ca_file, token)
 
     def reachable(self) -> list[Node]:
         out = []
@@ -143,9 +143,7 @@ def init_and_unseal(cluster: Cluster, progress: Progress = _quiet) -> list[str]:
             )
         first = cluster.nodes[0]
         progress(f"initialising Vault on {first.name} ({SHARES} shares, threshold {THRESHOLD})")
-        # The answer is the only copy of the unseal keys: wait for it as long as a loaded host needs
-        # (raft's bootstrap took over 10 s on a busy 2-core machine, and a timed-out init loses the keys).
-        res = cluster.client(first, timeout=180).sys.initialize(secret_shares=SHARES, secret_threshold=THRESHOLD)
+        res = cluster.client(first).sys.initialize(secret_shares=SHARES, secret_threshold=THRESHOLD)
         cluster.keystore.save(
             UnsealMaterial(
                 keys_b64=res["keys_base64"], threshold=THRESHOLD, shares=SHARES, root_token=res["root_token"]

@@ -481,9 +481,6 @@ DB_TOKENIZER = "billing-tokenizer"  # billing_tokenizer: the card-vault schema o
 DB_MIGRATE = "billing-migrate"  # billing_owner via SET ROLE: migrations, short-lived
 DB_AUDITOR = "auditor"  # billing_auditor: read-only
 MIGRATE_TTL = 15 * 60
-# Credential names "v-<role, 20 chars>-<20 random>-<unix time>": mon-1's pgaudit.mtail recognises the migration
-# credential's sessions by their name (its DDL is the approved change, not an alert).
-USERNAME_TEMPLATE = '{{ printf "v-%s-%s-%s" (.RoleName | truncate 20) (random 20) (unix_time) | truncate 63 }}'
 
 
 @dataclass(frozen=True)
@@ -544,16 +541,13 @@ def ensure_database(c: hvac.Client, db: Database, settings: Settings, changes: l
             "plugin_name": "postgresql-database-plugin", "connection_url": url, "username": db.admin_user,
             "password": db.admin_password, "allowed_roles": allowed,
             "password_authentication": "scram-sha-256", "verify_connection": True,
-            "max_open_connections": 4, "max_connection_lifetime": "5m", "username_template": USERNAME_TEMPLATE,
+            "max_open_connections": 4, "max_connection_lifetime": "5m",
         })  # fmt: skip
         _post(c, f"{DATABASE}/rotate-root/{DB_CONNECTION}")
         changes.append(f"database connection {DB_CONNECTION} (admin password rotated)")
     elif not set(allowed) <= set(current.get("allowed_roles") or []):
         _post(c, path, {"allowed_roles": sorted(set(allowed) | set(current.get("allowed_roles") or []))})
         changes.append(f"database connection {DB_CONNECTION} allowed roles")
-    if current is not None and (current.get("connection_details") or {}).get("username_template") != USERNAME_TEMPLATE:
-        _post(c, path, {"username_template": USERNAME_TEMPLATE})
-        changes.append(f"database connection {DB_CONNECTION} username template")
     for role, group, inherit, ttl, max_ttl in roles:
         converge(c, f"{DATABASE}/roles/{role}", {
             "db_name": DB_CONNECTION, "creation_statements": creation_statements(group, inherit),

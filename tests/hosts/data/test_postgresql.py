@@ -111,13 +111,11 @@ def test_pg_hba_is_hostssl_scram_only(host):
     assert rules, "pg_hba.conf has no rule"
     assert not any("trust" in r or "password" in r or "md5" in r for r in rules)
     assert rules[0] == ["local", "all", "postgres", "peer"]
-    # the database exporter: its own database only, over the socket (MON-01)
-    assert rules[1] == ["local", "postgres", "prometheus", "peer"]
     assert rules[-1] == ["hostnossl", "all", "all", "0.0.0.0/0", "reject"]
-    for r in rules[2:-1]:
+    for r in rules[1:-1]:
         assert r[0] == "hostssl" and r[-1] == "scram-sha-256", r
     # Exactly the clients the topology lets in: the app hosts, the Vault nodes, the operator (gateway).
-    sources = {r[3] for r in rules[2:-1]}
+    sources = {r[3] for r in rules[1:-1]}
     assert f"{lab_gateway('data')}/32" in sources
     assert all(s.endswith("/32") for s in sources)
 

@@ -3,9 +3,7 @@ reach the operators (alert log and mailbox), and to resolve once the event is un
 
 The drills run at once, on different hosts, so the module costs the slowest drill, not their sum:
 wrong passwords through the WAF; a Vault standby restarted (it comes back sealed); the node exporter of
-the backup host stopped; a program planted in a folder AIDE watches on an edge host; a certificate valid
-for one hour served on mon-1 and added to the probes; a role created, granted and dropped in PostgreSQL
-(pgaudit, the central journal, mtail); an app host's journal upload stopped.
+the backup host stopped; a certificate valid for one hour served on mon-1 and added to the probes.
 Each records the time from its event to the alert firing and to the alert log (bench/FIGURES.md).
 """
 
@@ -24,7 +22,6 @@ import pytest
 from billkit.lab.state import EVIDENCE_DIR
 from billkit.lab.testing import run_on_hosts
 from infra.topology import LAB_PUBLISHED_HTTPS, hosts_of
-from tests.hosts.monitoring.log_drill_support import DB_HOST, ROLE_CHANGE_ALERT, trigger_role_change
 from tests.hosts.monitoring.support import (
     MON,
     Prometheus,
@@ -41,9 +38,6 @@ pytestmark = [pytest.mark.lab, pytest.mark.drill]
 FIRE_WITHIN = 240  # s: scrape (15 s) + evaluation (15 s) + the rule's `for` + the slowest window
 RESOLVE_WITHIN = 420
 SILENT_HOST = hosts_of("backup")[0].name
-FIM_HOST = hosts_of("waf")[-1].name
-JOURNAL_HOST = hosts_of("app")[-1].name
-IMPLANT = "/usr/local/sbin/billkit-drill-implant"
 DRILL_PROBE_PORT = 9444
 PROBE_FILE = "/etc/prometheus/probes/drill.yml"
 DRILL_DIR = "/run/billkit-drill"
@@ -53,10 +47,8 @@ DRILL_DIR = "/run/billkit-drill"
 class Drill:
     alert: str
     labels: dict[str, str]
-    trigger: Callable[[], object]
+    trigger: Callable[[], None]
     undo: Callable[[], None]
-    # An event alert whose window outlasts the module (a role change counts for 10 minutes) is not waited for.
-    must_resolve: bool = True
     started: float = 0.0
     fired: float | None = None
     logged: float | None = None
@@ -118,22 +110,6 @@ def _serve_short_lived_cert() -> None:
     _serve(1)
 
 
-def _aide_check(host: str) -> None:
-    """AIDE's scheduled check, now (it exits non-zero when it finds a change: the unit then fails)."""
-    run_on_hosts([host], ["sudo", "sh", "-c", "systemctl start billkit-aide-check.service; "
-                                              "systemctl reset-failed billkit-aide-check.service; true"])  # fmt: skip
-
-
-def _implant() -> None:
-    run_on_hosts([FIM_HOST], ["sudo", "sh", "-c", f"printf '#!/bin/sh\\nexit 0\\n' > {IMPLANT}; chmod 0755 {IMPLANT}"])
-    _aide_check(FIM_HOST)
-
-
-def _remove_implant() -> None:
-    run_on_hosts([FIM_HOST], ["sudo", "rm", "-f", IMPLANT])
-    _aide_check(FIM_HOST)
-
-
 def _stop_short_lived_cert() -> None:
     on_mon("sh", "-c", f"rm -f {PROBE_FILE}; systemctl stop billkit-drill-tls || true; rm -rf {DRILL_DIR}")
 
@@ -157,18 +133,8 @@ def drills(lab_up: None) -> Iterator[dict[str, Drill]]:
             lambda: run_on_hosts([SILENT_HOST], ["sudo", "systemctl", "stop", "prometheus-node-exporter"]),
             lambda: run_on_hosts([SILENT_HOST], ["sudo", "systemctl", "start", "prometheus-node-exporter"]),
         ),  # fmt: skip
-        "fim": Drill("FileIntegrityChanged", {"host": FIM_HOST}, _implant, _remove_implant),
         "cert_expiry": Drill(
             "TLSCertificateExpiringSoon", {"service": "drill"}, _serve_short_lived_cert, _stop_short_lived_cert
-        ),  # fmt: skip
-        "pg_role_change": Drill(
-            ROLE_CHANGE_ALERT, {"host": DB_HOST}, trigger_role_change, lambda: None, must_resolve=False
-        ),  # fmt: skip
-        "journal_stopped": Drill(
-            "JournalUploadStopped",
-            {"host": JOURNAL_HOST},
-            lambda: run_on_hosts([JOURNAL_HOST], ["sudo", "systemctl", "stop", "systemd-journal-upload"]),
-            lambda: run_on_hosts([JOURNAL_HOST], ["sudo", "systemctl", "start", "systemd-journal-upload"]),
         ),  # fmt: skip
     }
     log_before = len(alert_log())
@@ -206,10 +172,9 @@ def _wait_all(prom: Prometheus, drills: dict[str, Drill], log_before: int) -> No
 def _wait_resolved(prom: Prometheus, drills: dict[str, Drill]) -> None:
     deadline = time.monotonic() + RESOLVE_WITHIN
     undone = time.monotonic()
-    waited = [d for d in drills.values() if d.must_resolve]
-    while time.monotonic() < deadline and any(d.fired and d.resolved is None for d in waited):
+    while time.monotonic() < deadline and any(d.fired and d.resolved is None for d in drills.values()):
         firing = prom.firing()
-        for d in waited:
+        for d in drills.values():
             if d.fired and d.resolved is None and not matching(firing, d.alert, **d.labels):
                 d.resolved = time.monotonic() - undone
         time.sleep(3)
@@ -235,8 +200,7 @@ def _assert_drill(d: Drill) -> None:
     assert d.fired is not None, f"{d.alert} {d.labels} did not fire within {FIRE_WITHIN}s of its event"
     assert d.logged is not None, f"{d.alert} fired but did not reach the alert log within {FIRE_WITHIN}s"
     assert d.alert_labels.get("control") and d.alert_labels.get("severity"), d.alert_labels
-    if d.must_resolve:
-        assert d.resolved is not None, f"{d.alert} {d.labels} did not resolve within {RESOLVE_WITHIN}s of the undo"
+    assert d.resolved is not None, f"{d.alert} {d.labels} did not resolve within {RESOLVE_WITHIN}s of the undo"
 
 
 @pytest.mark.control("MON-01", "MON-03")
@@ -252,21 +216,6 @@ def test_a_sealed_vault_node_raises_its_alert_and_resolves_once_unsealed(drills:
 @pytest.mark.control("MON-02")
 def test_a_host_whose_exporter_stops_raises_the_control_failure_alert(drills: dict[str, Drill]) -> None:
     _assert_drill(drills["host_silent"])
-
-
-@pytest.mark.control("MON-05", "MON-01")
-def test_a_file_planted_in_a_watched_folder_raises_the_file_integrity_alert(drills: dict[str, Drill]) -> None:
-    _assert_drill(drills["fim"])
-
-
-@pytest.mark.control("MON-01", "LOG-10", "RBAC-05")
-def test_a_role_change_in_postgresql_raises_its_alert_through_the_central_journal(drills: dict[str, Drill]) -> None:
-    _assert_drill(drills["pg_role_change"])
-
-
-@pytest.mark.control("MON-02", "MON-04")
-def test_a_stopped_journal_upload_raises_the_control_failure_alert(drills: dict[str, Drill]) -> None:
-    _assert_drill(drills["journal_stopped"])
 
 
 @pytest.mark.control("MON-01", "ENC-05")
