@@ -50,6 +50,18 @@ def _pytest(marker: str | None, pytest_args: list[str]) -> list[str]:
     return [sys.executable, "-m", "pytest", *(["-m", marker] if marker else []), *pytest_args]
 
 
+def _checks_junit(pytest_args: list[str]) -> list[str]:
+    """A whole run's results as JUnit in the lab's evidence folder: `billkit report` reads the newest
+    checks-*.xml as the app and cloud layers' evidence (the host layer only from `billkit verify`)."""
+    if pytest_args:
+        return []
+    from billkit.lab.state import EVIDENCE_DIR
+
+    EVIDENCE_DIR.mkdir(parents=True, exist_ok=True)
+    junit = EVIDENCE_DIR / f"checks-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.xml"
+    return [f"--junitxml={junit}", "-o", "junit_family=xunit2"]
+
+
 def _verdict(rc: int, pytest_args: list[str]) -> int:
     return 1 if rc == 5 and not pytest_args else rc  # a whole suite collecting nothing fails
 
@@ -103,7 +115,7 @@ def run_suite(pytest_args: list[str], *, fast: bool = False, lint: bool = True) 
                     failed.append(name)
             if failed:
                 console.print(f"[red]lint failed: {', '.join(failed)}[/red] — running the tests anyway")
-        args = _pytest("not lab" if fast or lab else None, pytest_args)
+        args = _pytest("not lab" if fast or lab else None, pytest_args) + _checks_junit(pytest_args)
         console.print(f"[bold]==> pytest[/bold] {' '.join(args[3:])}")
         rc = _verdict(subprocess.run(args, cwd=ROOT, env=env, check=False, preexec_fn=nice).returncode, pytest_args)
         if lab is not None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from billkit.checks import collect_policy_checks
+from billkit.checks import Check, collect_policy_checks
 from billkit.controls import load_catalog
 from billkit.report import manifest, oscal
 from billkit.report.model import MANUAL, NOT_ASSESSED, NOT_SATISFIED, SATISFIED, WAIVED
@@ -146,3 +146,21 @@ def test_the_baseline_gate_names_a_control_that_regressed(tmp_path: Path) -> Non
     assert after.statuses["CMP-04"].status == NOT_SATISFIED
     assert gate(after, tmp_path / "before") == ["CMP-04: satisfied → not satisfied"]
     assert gate(before, tmp_path / "before") == []
+
+
+@pytest.mark.control("CMP-07", "CMP-02")
+def test_the_suites_loopback_host_tests_never_count_as_the_lab_assessed(tmp_path: Path) -> None:
+    """The suite's checks-*.xml carries host-layer tests run on loopback (a local OpenBao): passing, they
+    must not make a host control satisfied; that layer is the lab's, from `billkit verify` alone."""
+    host = Check("tests/hosts/keys/test_fake.py::test_sealed_at_rest", ("ENC-01",), "host")
+    evidence = tmp_path / "evidence"
+    evidence.mkdir()
+    junit(evidence / "checks-20261201T000000Z.xml")
+    xml = (evidence / "checks-20261201T000000Z.xml").read_text()
+    case = '<testcase classname="tests.hosts.keys.test_fake" name="test_sealed_at_rest" time="0.1"></testcase>'
+    (evidence / "checks-20261201T000000Z.xml").write_text(xml.replace("</testsuite>", case + "</testsuite>"))
+    report = build(Options(out=tmp_path / "bundle", evidence_dir=evidence, checks=[*APP_CHECKS, host], plan=False,
+                           waivers=tmp_path / "none.yaml"))  # fmt: skip
+    assert not report.lab_assessed
+    assert report.statuses["CMP-04"].status == SATISFIED  # the app layer is read from the same file
+    assert report.statuses["ENC-01"].layers["host"] == NOT_ASSESSED
