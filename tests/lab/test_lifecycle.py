@@ -36,6 +36,17 @@ def lab_processes() -> list[int]:
     return [pid for h in lab_hosts() for pid in hosts.strays(h.name)]
 
 
+def _changed_tasks(playbook: str) -> list[str]:
+    """`TASK [name]: changed: [host]` lines of the playbook's last log, to say what did not converge."""
+    task, out = "", []
+    for line in (LOG_DIR / f"ansible-{playbook.removesuffix('.yml')}.log").read_text().splitlines():
+        if line.startswith("TASK ["):
+            task = line[6:].split("]", 1)[0]
+        elif line.startswith("changed: ["):
+            out.append(f"{task}: {line.split(']', 1)[0]}]")
+    return out
+
+
 def test_status_lists_every_host_running():
     proc = billkit("status")
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -72,7 +83,7 @@ def test_up_reconciles_a_dead_session_and_changes_nothing():
     for pb in (*PLAYBOOKS, OPENBAO, POSTGRESQL, BACKUP, BILLING_APP, WAF, MONITORING):
         recap = json.loads((LOG_DIR / f"recap-{pb.file.removesuffix('.yml')}.json").read_text())
         changed = {name: r["changed"] for name, r in recap.items() if r["changed"]}
-        assert not changed, f"{pb.file} changed tasks on a converged lab: {changed}"
+        assert not changed, f"{pb.file} changed tasks on a converged lab: {changed}: {_changed_tasks(pb.file)}"
     # `up` ends with where the app answers and how its first admin starts; the app answers again
     # through the WAF (a restarted app host needs the new wrapped secret IDs `up` delivers)
     assert f"The billing app: {app.published_url()}" in proc.stdout, proc.stdout[-2000:]
