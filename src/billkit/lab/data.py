@@ -135,7 +135,7 @@ def prepare(progress: Progress = _quiet) -> list[str]:
     ca = TLS_STAGING / "ca.pem"
     if not ca.exists() or ca.read_text(encoding="ascii") != root.pem:
         ca.write_text(root.pem, encoding="ascii")
-    wanted = _fingerprint(h, Path(configure.__file__).read_bytes())
+    wanted = _fingerprint(h, configure.source())
     material = cluster.keystore.load()
     due = cert_due(cert_path(h))
     if material.extra.get("data_identity_fingerprint") != wanted or due:

@@ -1,6 +1,6 @@
 """manifest.json (every file of the bundle and its SHA-256) and its Ed25519 signature by Vault's transit engine.
 
-The signing key is non-exportable (src/billkit/vault/configure.py, key ``report-signing``); the report's token
+The signing key is non-exportable (src/billkit/vault/configure/settings.py, key ``report-signing``); the report's token
 may only sign and verify with it (policy ``report-signing``). The bundle carries the signature and the public
 key; ``verify`` checks both the signature (locally with that key and, when reachable, with Vault) and every hash.
 """

@@ -97,7 +97,7 @@ def fingerprint(nodes: tuple[Node, ...], settings: configure.Settings, db: confi
     h.update(repr(settings).encode())
     h.update(repr([(n.name, n.api_addr) for n in nodes]).encode())
     h.update(repr(None if db is None else (db.host, db.port, db.dbname, db.admin_user)).encode())
-    h.update(Path(configure.__file__).read_bytes())
+    h.update(configure.source())
     return h.hexdigest()
 
 
