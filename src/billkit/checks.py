@@ -53,8 +53,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "control(*ids, layer=None): the catalogue control IDs this test proves")
     config.addinivalue_line("markers", "lab: needs the running local lab (billkit up); excluded by -m 'not lab'")
     config.addinivalue_line(
-        "markers", "drill: disrupts or writes (stops a service, seals a node, pays a canary): lab and tests only, "
-        "never part of `billkit verify`, whose checks only read",
+        "markers", "drill(name, disrupts=...): disrupts or writes (stops a service, seals a node, pays a canary): "
+        "lab and tests only, run by `billkit drill NAME`, never by `billkit verify`, whose checks only read",
     )  # fmt: skip
 
 

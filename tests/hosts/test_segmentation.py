@@ -3,7 +3,8 @@
 On every host a throwaway listener takes each topology port that no service holds, so a probe
 that connects proves the packet reached the destination host (router and host firewall both let
 it through), and a probe that fails proves it was dropped, not merely refused for want of a
-listener. All probes of a source run in parallel with short timeouts.
+listener. All probes of a source run in parallel with short timeouts. The listeners change every
+host for 45 seconds: the checks that use them are the "segmentation" drill; the others read.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ from infra.topology import (
 )
 
 pytestmark = pytest.mark.lab
+DRILL = pytest.mark.drill(
+    "segmentation", disrupts="starts throwaway listeners on every free topology port of every host, probes the matrix"
+)
 
 LISTENER = r"""
 import os, select, socket, sys, time
@@ -139,6 +143,7 @@ def results(lab_up: None) -> dict[str, Any]:  # module fixtures run before the a
     return {"probes": outs, "router_drops": _router_drops() - drops_before}
 
 
+@DRILL
 @pytest.mark.control("NET-02")
 @pytest.mark.parametrize("probe", MATRIX, ids=lambda p: f"{p.src_host}->{p.dst_host}:{p.port}")
 def test_segmentation_matrix(results, probe: Probe):
@@ -150,6 +155,7 @@ def test_segmentation_matrix(results, probe: Probe):
     )
 
 
+@DRILL
 @pytest.mark.control("LOG-03", "NET-02")
 def test_router_logs_and_counts_refused_flows(results):
     refused_across_tiers = [
@@ -162,6 +168,7 @@ def test_router_logs_and_counts_refused_flows(results):
     assert f'log prefix "{DROP_PREFIX}"' in ruleset
 
 
+@DRILL
 @pytest.mark.control("NET-05")
 @pytest.mark.parametrize("cell", operator_matrix(), ids=lambda c: f"machine->{c[0]}:{c[1]}")
 def test_host_firewall_from_the_machine(results, cell):
@@ -169,6 +176,7 @@ def test_host_firewall_from_the_machine(results, cell):
     assert got == cell[2], f"machine -> {cell[0]}:{cell[1]} {'connected' if got else 'was dropped'}"
 
 
+@DRILL
 @pytest.mark.control("LOG-03", "NET-05")
 def test_hosts_log_and_count_refused_packets(results):
     outs = run_on_hosts(

@@ -1,8 +1,9 @@
 """Backups in the lab: pgBackRest on db-1 into moto's S3 on backup-1 (TLS, object lock), Vault snapshots.
 
-Every check reads the real thing: the timers and configuration on the hosts, the objects in the
+Every check works on the real thing: the timers and configuration on the hosts, the objects in the
 store (read from the controller over HTTPS, the operator flow), a restore onto a scratch
-PostgreSQL on backup-1, and a point-in-time drill.
+PostgreSQL on backup-1, and a point-in-time drill. All but the timers' check write (a probe row,
+backups, WAL switches, a store restart): they are the "backup" drill.
 """
 
 from __future__ import annotations
@@ -21,6 +22,11 @@ from botocore.exceptions import ClientError
 from billkit.lab import backups
 
 pytestmark = pytest.mark.lab
+DRILL = pytest.mark.drill(
+    "backup",
+    disrupts="writes a probe row, takes backups and a Vault snapshot into the store, forces WAL switches, restarts "
+    "the store, restores onto a scratch PostgreSQL and drops a table to recover it",
+)
 
 # A marker that must never appear in clear in the store (no card-like digits: the card sweep).
 MARKER = "BILLKIT-BACKUP-PLAINTEXT-MARKER"
@@ -77,6 +83,7 @@ def test_backups_run_on_timers_with_retention(store: Any) -> None:
         assert fulls, f"no full backup in repository {repo}"
 
 
+@DRILL
 @pytest.mark.control("BAK-02")
 def test_repository_is_encrypted_and_holds_no_plaintext(store: Any, marker_backup: str) -> None:
     info = backups.backup_info()
@@ -97,6 +104,7 @@ def test_repository_is_encrypted_and_holds_no_plaintext(store: Any, marker_backu
     assert mode == ["640", "root", "postgres"]
 
 
+@DRILL
 @pytest.mark.control("BAK-03")
 def test_locked_versions_cannot_be_deleted(store: Any, marker_backup: str) -> None:
     lock = store.get_object_lock_configuration(Bucket=backups.BUCKET)["ObjectLockConfiguration"]
@@ -121,6 +129,7 @@ def test_locked_versions_cannot_be_deleted(store: Any, marker_backup: str) -> No
     assert (victim["Key"], victim["VersionId"]) in still
 
 
+@DRILL
 @pytest.mark.control("BAK-03", "BAK-04")
 def test_store_restart_keeps_objects_and_locks(store: Any, marker_backup: str) -> None:
     def snapshot() -> Counter[tuple[str, int, str]]:
@@ -148,6 +157,7 @@ def test_store_restart_keeps_objects_and_locks(store: Any, marker_backup: str) -
     backups.pgbackrest(backups.db_host(), "check")  # archiving works again through the restarted store
 
 
+@DRILL
 @pytest.mark.control("BAK-04")
 def test_backups_live_on_another_host(store: Any, marker_backup: str) -> None:
     db, host = backups.db_host(), backups.store_host()
@@ -162,6 +172,7 @@ def test_backups_live_on_another_host(store: Any, marker_backup: str) -> None:
     assert marker_backup in labels, f"backup {marker_backup} is not in the store on {host}"
 
 
+@DRILL
 @pytest.mark.control("BAK-05")
 def test_restore_test_passes_and_records_evidence(store: Any, marker_backup: str) -> None:
     ev = backups.restore_test()
@@ -179,6 +190,7 @@ def test_restore_test_passes_and_records_evidence(store: Any, marker_backup: str
     assert not leftovers, f"the restore test left {leftovers} behind"
 
 
+@DRILL
 @pytest.mark.control("BAK-06")
 def test_wal_archiving_within_60_seconds(store: Any) -> None:
     settings = dict(
@@ -200,6 +212,7 @@ def test_wal_archiving_within_60_seconds(store: Any) -> None:
     assert failed[1] == "f", f"archiving is failing on {backups.db_host()}"
 
 
+@DRILL
 @pytest.mark.control("BAK-06", "BAK-05")
 def test_drill_point_in_time_recovery_brings_a_dropped_table_back(store: Any, marker_backup: str) -> None:
     drill = backups.pitr_drill(rows=1000)
@@ -208,6 +221,7 @@ def test_drill_point_in_time_recovery_brings_a_dropped_table_back(store: Any, ma
     assert drill.rows_restored == drill.rows_before == 1000
 
 
+@DRILL
 @pytest.mark.control("BAK-08")
 def test_raft_snapshots_are_stored_encrypted(store: Any) -> None:
     host = backups.store_host()

@@ -20,7 +20,10 @@ from billkit.vault import configure
 from infra.topology import lab_host
 from tests.hosts.data.conftest import Creds, DataEnv
 
-pytestmark = [pytest.mark.lab, pytest.mark.drill]
+pytestmark = [
+    pytest.mark.lab,
+    pytest.mark.drill("data", disrupts="restarts and kills PostgreSQL on db-1 during a write loop, stops its volume"),
+]
 testinfra_hosts = host_urls("db")
 
 SERVICE = "postgresql@15-main"

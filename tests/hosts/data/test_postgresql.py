@@ -27,6 +27,11 @@ from infra.topology import POSTGRES, lab_gateway
 from tests.hosts.data.conftest import DataEnv
 
 pytestmark = pytest.mark.lab
+DRILL = pytest.mark.drill(
+    "postgresql",
+    disrupts="creates and drops tables and a schema on db-1, adds a short-lived Vault database role, issues a "
+    "certificate",
+)
 testinfra_hosts = host_urls("db")
 
 CONF = "/etc/postgresql/15/main"
@@ -187,6 +192,7 @@ def test_the_key_is_only_in_vault(host, db: DataEnv):
     assert [c.removesuffix("/32") for c in role["data"]["token_bound_cidrs"]] == [db.host.address]
 
 
+@DRILL
 @pytest.mark.control("EAR-01")
 def test_the_loop_image_holds_no_plaintext_of_a_row(host):
     marker = "billkit-ear01-" + secrets.token_hex(12)
@@ -206,6 +212,7 @@ def test_the_loop_image_holds_no_plaintext_of_a_row(host):
 # --- LOG-10: pgaudit and connection logging ------------------------------------------------------
 
 
+@DRILL
 @pytest.mark.control("LOG-10")
 def test_pgaudit_records_ddl_role_changes_and_sensitive_writes(host, db: DataEnv):
     table = "billkit_log10_" + secrets.token_hex(4)
@@ -280,6 +287,7 @@ def test_each_dynamic_credential_has_only_its_group(db: DataEnv):
         assert until is not None and until[0] is not None, f"{role}: no expiry on the login"
 
 
+@DRILL
 @pytest.mark.control("RBAC-05")
 def test_auditor_reads_but_cannot_write_and_migrate_must_set_role(db: DataEnv):
     """A schema and table made by the owner (as migrations do): the auditor reads them through the
@@ -318,6 +326,7 @@ EXPIRY_ROLE = "billkit-check-expiry"
 EXPIRY_TTL = 3
 
 
+@DRILL
 @pytest.mark.control("RBAC-05")
 def test_dynamic_credentials_expire(db: DataEnv):
     c = db.vault
@@ -352,6 +361,7 @@ def _cert_login(db: DataEnv, cert: Path, key: Path) -> requests.Response:
                          cert=(str(cert), str(key)), verify=str(db.ca_file), timeout=10)  # fmt: skip
 
 
+@DRILL
 @pytest.mark.control("EAR-01")
 def test_only_db_1_from_its_own_address_reads_the_volume_key(db: DataEnv, tmp_path: Path):
     """Another host's PKI certificate cannot log in as db-1; db-1's own certificate used from anywhere

@@ -14,7 +14,13 @@ from conftest import AuditLog, active_edge, answered_by_the_edge, crs_matches, l
 from billkit.lab.openapi_probe import probe_requests
 from infra.topology import APP_PORT, hosts_of
 
-pytestmark = pytest.mark.lab
+pytestmark = [
+    pytest.mark.lab,
+    pytest.mark.drill(
+        "app-flow",
+        disrupts="creates staff accounts and customers, counts failed logins through the WAF, stops an app host",
+    ),
+]
 
 CUSTOMER = {
     "name": "Seán O'Brien-Müller & Co. (test)",

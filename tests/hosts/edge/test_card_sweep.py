@@ -23,6 +23,9 @@ from billkit.lab.testing import run_on_hosts
 from infra.topology import lab_host
 
 pytestmark = pytest.mark.lab
+DRILL = pytest.mark.drill(
+    "card-sweep", disrupts="plants card numbers on two hosts, pays a canary card into the database, takes a backup"
+)
 
 
 def test_canary_numbers_are_valid_card_numbers() -> None:
@@ -33,6 +36,7 @@ def test_canary_numbers_are_valid_card_numbers() -> None:
     assert not luhn_ok("4242424242424241")
 
 
+@DRILL
 @pytest.mark.control("TOK-01")
 def test_the_sweep_finds_a_planted_number() -> None:
     pan = canary_pan()
@@ -67,6 +71,7 @@ def _pay_through_the_waf(web: httpx.Client, pan: str) -> str:
     return token
 
 
+@DRILL
 @pytest.mark.control("TOK-01", "TOK-05")
 def test_no_card_number_in_clear_on_any_host(web: httpx.Client) -> None:
     from billkit.lab.backups import take_backup

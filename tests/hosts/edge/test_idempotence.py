@@ -9,7 +9,12 @@ import pytest
 from billkit.lab import app
 from infra.topology import hosts_of
 
-pytestmark = pytest.mark.lab
+pytestmark = [
+    pytest.mark.lab,
+    pytest.mark.drill(
+        "idempotence", disrupts="re-issues the edge and app certificates, role IDs or the app's variables when due"
+    ),
+]
 
 
 @pytest.mark.control("HRD-08")

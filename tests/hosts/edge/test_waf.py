@@ -19,6 +19,9 @@ from billkit.lab.openapi_probe import probe_requests
 from infra.topology import HTTP, LAB_PUBLISHED_HTTPS, hosts_of
 
 pytestmark = pytest.mark.lab
+DRILL = pytest.mark.drill(
+    "rate-limits", disrupts="floods login, password change and step-up through the WAF until it answers 429"
+)
 
 
 def _handshake(ctx: ssl.SSLContext) -> tuple[str, str]:
@@ -149,6 +152,7 @@ def _wait_until_not_limited(send: Callable[[], httpx.Response], what: str) -> No
     time.sleep(60 / ROLE_DEFAULTS[f"waf_{what.replace('-', '_')}_rate_per_minute"])
 
 
+@DRILL
 @pytest.mark.control("NET-07", "HRD-03")
 def test_password_changes_are_rate_limited_with_login(web: httpx.Client) -> None:
     """Guessing the current password through the password change (API and form) counts against the
@@ -165,6 +169,7 @@ def test_password_changes_are_rate_limited_with_login(web: httpx.Client) -> None
     _wait_until_not_limited(lambda: web.post("/api/login", json={"username": "x", "password": "x"}), "login")
 
 
+@DRILL
 @pytest.mark.control("NET-07")
 def test_login_is_rate_limited(web: httpx.Client) -> None:
     user = f"nobody-{secrets.token_hex(4)}"
@@ -176,6 +181,7 @@ def test_login_is_rate_limited(web: httpx.Client) -> None:
     _wait_until_not_limited(lambda: web.post("/api/login", json={"username": user, "password": "x"}), "login")
 
 
+@DRILL
 @pytest.mark.control("MFA-04", "HRD-03", "NET-07")
 def test_step_up_attempts_are_rate_limited(web: httpx.Client) -> None:
     """Guessing step-up codes (MFA-04) is slowed at the edge, on every operation that takes one (read

@@ -39,7 +39,15 @@ from tests.hosts.monitoring.support import (
 # First of the session, on a quiet lab: a host's entries reach the central journal in order, and in the
 # suite a role change made after the data drills' write loops (34,000 pgaudit entries from db-1 in a minute)
 # reached mtail 8 minutes late. The drills time the alert path itself, not a backlog.
-pytestmark = [pytest.mark.lab, pytest.mark.drill, pytest.mark.lab_first]
+pytestmark = [
+    pytest.mark.lab,
+    pytest.mark.drill(
+        "alerts",
+        disrupts="wrong passwords, a Vault standby restarted, an exporter and a journal upload stopped, a planted "
+        "program, a short-lived certificate, a PostgreSQL role change",
+    ),
+    pytest.mark.lab_first,
+]
 
 FIRE_WITHIN = 240  # s: scrape (15 s) + evaluation (15 s) + the rule's `for` + the slowest window
 RESOLVE_WITHIN = 420

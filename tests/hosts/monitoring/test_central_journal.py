@@ -60,7 +60,7 @@ def test_mon_receives_sealed_files_and_keeps_the_key_root_only(host: Any) -> Non
 OLDER_ENTRY = "Older entry after newer tag"
 
 
-@pytest.mark.drill
+@pytest.mark.drill("central-journal", disrupts="writes a tampered copy of the newest sealed journal file on mon-1")
 @pytest.mark.control("MON-04")
 def test_a_flipped_byte_in_a_copy_of_the_newest_file_fails_verification(host: Any) -> None:
     if name(host) != MON:
