@@ -69,10 +69,28 @@ def status() -> None:
 
 @app.command()
 def verify() -> None:
-    """Run the host checks against the running lab and report by control."""
+    """Run the host checks against the running lab and report by control: checks that only read (the drills,
+    which disrupt or write, run with `billkit drill`)."""
     from billkit.lab.cli import cmd_verify
 
     raise typer.Exit(cmd_verify())
+
+
+@app.command()
+def drill(
+    names: Annotated[
+        list[str] | None, typer.Argument(help="Drills to run (without a name: the list of drills).", show_default=False)
+    ] = None,
+    every: Annotated[bool, typer.Option("--all", help="Run every drill.")] = False,
+) -> None:
+    """List the drills, or run them on the lab: unlike `billkit verify`, they disrupt or write (stop services,
+    write rows, take backups), and report by control.
+
+    Exits with pytest's code; 2 for an unknown drill, 3 when this checkout's lab is not up.
+    """
+    from billkit.lab.cli import cmd_drill
+
+    raise typer.Exit(cmd_drill(names or [], every))
 
 
 @app.command()

@@ -7,12 +7,17 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
 
 from billkit.lab.procs import StepError
 from billkit.system import PrerequisiteError
+
+if TYPE_CHECKING:
+    from billkit.checks import Check
+    from billkit.lab.drills import Drill
 
 console = Console()
 err = Console(stderr=True)
@@ -104,18 +109,19 @@ def cmd_ssh(host: str, command: list[str]) -> int:
     os.execvp(cmd[0], cmd)  # noqa: S606 - an argument list, no shell: replaces this process with ssh
 
 
-def _print_by_control(junit: Path) -> None:
+def _print_by_control(junit: Path, checks: list[Check] | None = None, what: str = "Host checks") -> None:
     """The host checks' outcomes grouped by control (the catalogue's IDs from each test's marker)."""
     from billkit.checks import collect_test_checks
     from billkit.report.collect import junit_results
     from infra.topology import lab_hosts
 
-    results = junit_results(junit, junit.name, collect_test_checks(), tuple(h.name for h in lab_hosts()))
+    checks = collect_test_checks() if checks is None else checks
+    results = junit_results(junit, junit.name, checks, tuple(h.name for h in lab_hosts()))
     by_control: dict[str, list[tuple[str, str]]] = {}
     for r in results:
         for cid in r.controls:
             by_control.setdefault(cid, []).append((r.outcome, r.check.rsplit("::", 1)[-1]))
-    table = Table(title=f"Host checks by control ({junit.name})")
+    table = Table(title=f"{what} by control ({junit.name})")
     for col in ("control", "passed", "failed", "skipped", "failed checks"):
         table.add_column(col, overflow="fold")
     for cid, items in sorted(by_control.items()):
@@ -132,12 +138,14 @@ def cmd_verify() -> int:
     from billkit.controls import ROOT
     from billkit.lab.state import EVIDENCE_DIR
 
-    # checks read; drills act (they run in `billkit test`, never here). One JUnit file per run: `billkit report`
-    # takes the newest as the host layer's evidence.
+    # checks read; drills act (`billkit drill`, and the test suite), never here. One JUnit file per run:
+    # `billkit report` takes the newest as the host layer's evidence.
     EVIDENCE_DIR.mkdir(parents=True, exist_ok=True)
     junit = EVIDENCE_DIR / f"verify-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.xml"
     args = [sys.executable, "-m", "pytest", "-q", "-m", "lab and not drill", "tests/hosts", "-p", "no:cacheprovider",
             f"--junitxml={junit}", "-o", "junit_family=xunit2"]  # fmt: skip
+    err.print("Read-only checks: nothing on the hosts is stopped or changed; the drills, which disrupt or write, "
+              "run with `billkit drill`.")  # fmt: skip
     err.print(f"[bold]==> host checks[/bold] {' '.join(args[3:])} (read only)")
     rc = subprocess.run(args, cwd=ROOT, check=False).returncode
     if junit.exists():
@@ -176,3 +184,50 @@ def cmd_verify() -> int:
 
     verify_section(EVIDENCE_DIR, console, err)  # the latest patch run (PAT-07) and the PAT-05 gate now
     return rc
+
+
+def cmd_drill(names: list[str], every: bool) -> int:
+    """No name: list the drills. Names (or every): run them on this checkout's lab and report by control.
+
+    Exits with pytest's code; 2 for an unknown name or a drill list that cannot be read; 3 without a lab.
+    """
+    import subprocess
+
+    from billkit.controls import ROOT
+    from billkit.lab import drills as dr
+    from billkit.lab.state import EVIDENCE_DIR
+
+    try:
+        with err.status("collecting the drills (pytest --collect-only)…"):
+            found = dr.collect_drills()
+        selected = dr.select(found, names, every) if names or every else []
+    except dr.DrillError as exc:
+        err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        return 2
+    if not selected:
+        _print_drills(found)
+        return 0
+    problem = dr.lab_problem()
+    if problem:
+        err.print(f"[red]error:[/red] {problem}", markup=True, highlight=False)
+        return 3
+    EVIDENCE_DIR.mkdir(parents=True, exist_ok=True)
+    junit = EVIDENCE_DIR / f"drill-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.xml"
+    args = dr.run_args(selected, junit)
+    err.print("[bold]Disrupts the lab:[/bold] " + "; ".join(f"{d.name}: {d.disrupts}" for d in selected),
+              highlight=False)  # fmt: skip
+    err.print(f"[bold]==> drills[/bold] {' '.join(args[3:])}", highlight=False)
+    rc = subprocess.run(args, cwd=ROOT, check=False).returncode
+    if junit.exists():
+        _print_by_control(junit, [t for d in selected for t in d.tests], "Drills")
+    return rc
+
+
+def _print_drills(found: list[Drill]) -> None:
+    table = Table(title="Drills (they disrupt or write: lab only; `billkit verify` runs the checks that read)")
+    for col in ("drill", "disrupts", "controls", "tests"):
+        table.add_column(col, overflow="fold")
+    for d in found:
+        table.add_row(d.name, d.disrupts, ", ".join(d.controls), str(len(d.tests)))
+    console.print(table)
+    console.print("Run one or more with `billkit drill NAME [NAME...]`, or every one with `billkit drill --all`.")

@@ -2,11 +2,13 @@
 
 The app and cloud test suites are not run here (on this machine they take minutes): their JUnit XML is
 reused, from ``--junit`` or the newest ``checks-*.xml`` in the lab's evidence directory. The host layer
-comes only from ``billkit verify``'s ``verify-*.xml`` there; without it, the host layer is not assessed.
+comes from ``billkit verify``'s ``verify-*.xml`` there; without it, the host layer is not assessed. The
+drills' runs (``billkit drill``'s ``drill-*.xml``) add each drill test's newest result to it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import re
@@ -127,6 +129,23 @@ def junit_time(path: Path) -> str:
 def newest(folder: Path, pattern: str) -> Path | None:
     found = sorted(folder.glob(pattern), key=lambda p: p.stat().st_mtime)
     return found[-1] if found else None
+
+
+def drill_results(bundle: Bundle, evidence_dir: Path, checks: list[Check], hosts: tuple[str, ...],
+                  progress: Progress) -> list[Result]:  # fmt: skip
+    """Each drill test's newest host result over every `billkit drill` run (one run may cover a few drills)."""
+    newest_of: dict[str, tuple[Path, Result]] = {}
+    for path in sorted(evidence_dir.glob("drill-*.xml"), key=lambda p: p.stat().st_mtime):
+        for r in junit_results(path, "", checks, hosts):
+            if r.layer == "host":
+                newest_of[r.check] = (path, r)
+    out: list[Result] = []
+    for path in sorted({p for p, _ in newest_of.values()}, key=lambda p: p.stat().st_mtime):
+        progress(f"drills {path.name}")
+        ev = bundle.copy(path, "test", "billkit drill (pytest, testinfra)", _v("pytest-testinfra"),
+                         "Drills on the lab: they disrupt or write", junit_time(path))  # fmt: skip
+        out += [dataclasses.replace(r, evidence=ev.id) for p, r in newest_of.values() if p == path]
+    return out
 
 
 def lab_files(bundle: Bundle, evidence_dir: Path, progress: Progress) -> list[Result]:

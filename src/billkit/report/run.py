@@ -110,6 +110,7 @@ def build(opts: Options, progress: Callable[[str], None] = lambda _m: None) -> R
     else:
         notes.append("No host checks from `billkit verify` were found: the host layer is NOT ASSESSED in this report.")
     if opts.evidence_dir.is_dir():
+        results += collect.drill_results(bundle, opts.evidence_dir, checks, hosts, progress)
         results += collect.lab_files(bundle, opts.evidence_dir, progress)
     today = opts.today or now.date()
     report = Report(
