@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -19,6 +22,15 @@ def lab_up() -> None:
     from billkit.lab.testing import ensure_lab
 
     ensure_lab()
+
+
+@pytest.fixture(scope="session")
+def lynis_started(lab_up: None) -> Iterator[Future[dict[str, subprocess.CompletedProcess[str]]]]:
+    """Lynis on every host, running in the background from the first test that asks for it."""
+    from tests.hosts.lynis_support import run_lynis
+
+    with ThreadPoolExecutor(1) as pool:
+        yield pool.submit(run_lynis)
 
 
 @pytest.fixture(autouse=True)

@@ -8,28 +8,23 @@ from __future__ import annotations
 
 import json
 import re
-from concurrent.futures import ThreadPoolExecutor
+import subprocess
+from concurrent.futures import Future
 
 import pytest
 
 from billkit.lab.state import EVIDENCE_DIR
-from billkit.lab.testing import collect_waivers, run_on_hosts
+from billkit.lab.testing import collect_waivers
 from infra.topology import lab_hosts
 
 pytestmark = pytest.mark.lab
 
 TARGET = 85
-LYNIS = ["sudo", "-n", "sh", "-c",
-         "lynis audit system --quick --no-colors >/dev/null 2>&1; "
-         "grep -E '^(hardening_index|warning\\[\\]|suggestion\\[\\])=' /var/log/lynis-report.dat"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
-def lynis(lab_up: None) -> dict[str, dict]:  # module fixtures run before the autouse one: ask for the lab
-    names = [h.name for h in lab_hosts()]
-    # Two at a time per core is enough: Lynis is CPU-bound and the machine has two.
-    with ThreadPoolExecutor(4) as pool:
-        outs = dict(zip(names, pool.map(lambda n: run_on_hosts([n], LYNIS, timeout=600)[n], names), strict=True))
+def lynis(lynis_started: Future[dict[str, subprocess.CompletedProcess[str]]]) -> dict[str, dict]:
+    outs = lynis_started.result()
     report = {}
     for name, proc in outs.items():
         m = re.search(r"^hardening_index=(\d+)", proc.stdout, re.M)

@@ -24,6 +24,7 @@ import pytest
 from billkit.lab.state import EVIDENCE_DIR
 from billkit.lab.testing import run_on_hosts
 from infra.topology import LAB_PUBLISHED_HTTPS, hosts_of
+from tests.hosts.lynis_support import start_lynis_if_selected
 from tests.hosts.monitoring.log_drill_support import DB_HOST, ROLE_CHANGE_ALERT, trigger_role_change
 from tests.hosts.monitoring.support import (
     MON,
@@ -153,7 +154,8 @@ def _stop_short_lived_cert() -> None:
 
 
 @pytest.fixture(scope="module")
-def drills(lab_up: None) -> Iterator[dict[str, Drill]]:
+def drills(lab_up: None, request: pytest.FixtureRequest) -> Iterator[dict[str, Drill]]:
+    start_lynis_if_selected(request)
     prom = prometheus()
     prom.firing()  # Prometheus answers before any event
     standby = _vault_standby()
