@@ -405,9 +405,10 @@ def report_verify(
 ) -> None:
     """Check the manifest's signature (bundle key, and Vault when reachable), every hash and the OSCAL documents."""
     from billkit.report import manifest, oscal
-    from billkit.report.run import vault_from_env
+    from billkit.report.run import vault_client
 
-    verdict = manifest.verify(folder, vault_from_env(), allow_unsigned)
+    with vault_client() as client:
+        verdict = manifest.verify(folder, client, allow_unsigned)
     if verdict.ok:
         try:
             oscal.validate(folder)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,42 @@ def vault_from_env() -> Any | None:
     )
 
 
+@contextlib.contextmanager
+def vault_client(progress: Callable[[str], None] = lambda _m: None) -> Iterator[Any | None]:
+    """The Vault that signs and checks manifests: VAULT_ADDR and VAULT_TOKEN when set; else, when this
+    checkout's lab runs, a token of the report-signing policy alone (15 minutes, made in a root session that
+    is revoked at once, revoked itself at the end); else None (the bundle stays unsigned)."""
+    env = vault_from_env()
+    if env is not None:
+        yield env
+        return
+    from billkit.lab.state import LAB_DIR, lab_owner
+
+    if lab_owner() != str(LAB_DIR):
+        yield None
+        return
+    from billkit.lab.app import vault_root
+    from billkit.vault import lab as vault_lab
+    from billkit.vault.deploy import open_cluster
+    from billkit.vault.server import lab_nodes
+
+    progress("the lab's Vault: a signing token (report-signing policy, 15 minutes)")
+    try:
+        with vault_root(progress) as root:
+            token = root.auth.token.create(policies=["report-signing"], ttl="15m", no_parent=True, renewable=False)
+        cluster, _ = open_cluster(lab_nodes(), vault_lab.state())
+        client = cluster.active_client(token["auth"]["client_token"])
+    except Exception as exc:  # noqa: BLE001 - the lab's Vault unusable: unsigned (and said so), never a crash
+        progress(f"the lab's Vault gave no signing token: {type(exc).__name__}: {str(exc)[:200]}")
+        yield None
+        return
+    try:
+        yield client
+    finally:
+        with contextlib.suppress(Exception):  # it expires within 15 minutes anyway
+            client.auth.token.revoke_self()
+
+
 def _lab_hosts() -> tuple[str, ...]:
     from infra.topology import lab_hosts
 
@@ -78,6 +115,7 @@ def build(opts: Options, progress: Callable[[str], None] = lambda _m: None) -> R
         progress(f"policy pack on stack {opts.stack} (offline plan)")
         plan_res, policy_sarif = collect.plan_results(bundle, opts.stack)
         results += plan_res
+    of_the_lab = opts.evidence_dir is None  # then the lab's Vault may sign it
     if opts.evidence_dir is None:
         from billkit.lab.state import EVIDENCE_DIR
 
@@ -129,8 +167,11 @@ def build(opts: Options, progress: Callable[[str], None] = lambda _m: None) -> R
     formats.write_junit(report, opts.out)
     formats.write_sarif(report, policy_sarif, opts.out)
     oscal.write_all(report, opts.out)
-    client = opts.vault if opts.vault is not None else vault_from_env()
-    sign(report, opts.out, client, progress)
+    if opts.vault is not None or not of_the_lab:
+        sign(report, opts.out, opts.vault if opts.vault is not None else vault_from_env(), progress)
+    else:
+        with vault_client(progress) as client:
+            sign(report, opts.out, client, progress)
     return report
 
 
