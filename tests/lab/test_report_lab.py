@@ -17,7 +17,10 @@ from billkit.controls import ROOT, load_catalog
 from billkit.report.manifest import MANIFEST, SIGNATURE
 from billkit.report.model import STATUSES
 
-pytestmark = [pytest.mark.lab, pytest.mark.drill]
+pytestmark = [
+    pytest.mark.lab,
+    pytest.mark.drill("report", disrupts="makes a short-lived report-signing token in Vault and writes a bundle"),
+]
 
 
 def _billkit(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
