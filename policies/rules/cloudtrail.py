@@ -61,7 +61,7 @@ def trail_kms(props: Mapping[str, Any], args: ResourceValidationArgs) -> Iterabl
     description="The trail also delivers to CloudWatch Logs, where metric filters raise security alarms.",
     resource_types=[TRAIL],
     controls=["LOG-02"],
-    pci=["10.4.1", "10.7.2"],
+    pci=["10.4.1", "10.4.1.1"],
     severity=Severity.HIGH,
     remediation="Set cloud_watch_logs_group_arn and cloud_watch_logs_role_arn.",
 )

@@ -55,7 +55,7 @@ ALARM_ACTION_KINDS = ("alarmActions", "okActions", "insufficientDataActions")
     "topic (an alarm that only stops an instance or scales a group tells nobody).",
     resource_types=[ALARM],
     controls=["LOG-02", "MON-01"],
-    pci=["10.4.1", "10.7.2"],
+    pci=["10.4.1", "10.4.1.1"],
     severity=Severity.MEDIUM,
     remediation="Set actions_enabled=True and alarm_actions to the security topic's ARN.",
 )

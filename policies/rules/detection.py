@@ -34,7 +34,7 @@ def detector(props: Mapping[str, Any], args: ResourceValidationArgs) -> Iterable
     description="Security Hub subscriptions run the PCI DSS standard (v4).",
     resource_types=[STANDARDS],
     controls=["CMP-01"],
-    pci=["12.4.2", "11.5.1"],
+    pci=["2.2.1"],
     severity=Severity.LOW,
     remediation="Subscribe to standards/pci-dss/v/4.0.1.",
 )

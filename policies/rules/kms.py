@@ -48,7 +48,7 @@ def kms_deletion_window(props: Mapping[str, Any], args: ResourceValidationArgs) 
     description="A key policy names who may use the key: no wildcard principal, no kms:* grant.",
     resource_types=[KEY],
     controls=["RBAC-06"],
-    pci=["3.6.1.2", "3.6.1.3", "7.2.2"],
+    pci=["3.6.1", "7.2.2"],
     severity=Severity.HIGH,
     remediation="Write an explicit key policy: administration for the account, use only for the roles or "
     "services (kms:ViaService) that need the key. Never Principal '*' or Action 'kms:*'.",
@@ -100,7 +100,7 @@ def _root_user_only(stmt: Mapping[str, Any]) -> bool:
     "creates grants, and only the account's root user may change the key policy.",
     resource_types=[KEY],
     controls=["RBAC-06"],
-    pci=["3.6.1.2", "3.6.1.3"],
+    pci=["3.6.1", "7.2.2"],
     severity=Severity.CRITICAL,
     remediation="Give administrators the administration actions only (infra/keys.py KEY_ADMIN_ACTIONS: no "
     "kms:Create*, kms:Put*, kms:CreateGrant or cryptographic actions); allow kms:PutKeyPolicy only to the root "

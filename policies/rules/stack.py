@@ -205,7 +205,7 @@ def _alarmed_patterns(args: StackValidationArgs) -> list[str]:
     description="Metric filters and alarms watch root use, unauthorised calls, console login without MFA, "
     "IAM policy, KMS key, security-group, NACL and network changes.",
     controls=["LOG-02"],
-    pci=["10.4.1", "10.7.2"],
+    pci=["10.4.1", "10.4.1.1"],
     severity=Severity.HIGH,
     remediation="Add a LogMetricFilter on the trail's log group and a MetricAlarm with an action for each event.",
 )
@@ -267,7 +267,7 @@ def detector_exists(args: StackValidationArgs) -> Iterable[str]:
     "aws-securityhub-stack-enable-pci-standard",
     description="Security Hub runs the PCI DSS standard continuously.",
     controls=["CMP-01"],
-    pci=["12.4.2", "11.5.1"],
+    pci=["2.2.1"],
     severity=Severity.MEDIUM,
     remediation="Add aws.securityhub.Account and a StandardsSubscription to standards/pci-dss/v/4.0.1.",
 )

@@ -160,7 +160,7 @@ def nacl_admin(props: Mapping[str, Any], args: ResourceValidationArgs) -> Iterab
     description="VPC flow logs record accepted and rejected traffic.",
     resource_types=[FLOW_LOG],
     controls=["LOG-03"],
-    pci=["10.2.1", "1.2.1"],
+    pci=["10.2.1"],
     severity=Severity.MEDIUM,
     remediation="Set traffic_type='ALL'.",
 )
