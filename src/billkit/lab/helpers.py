@@ -1,7 +1,8 @@
 """The lab's helper processes on the machine, each started by the lab and tracked by PID.
 
 - ``apt-proxy``: apt-cacher-ng bound to the machine's address on every lab bridge, the only
-  path from any host to the Debian mirror (its cache lives in ``.lab/apt-proxy``).
+  path from any host to the Debian mirror (its cache lives in ``.lab/apt-proxy``, which it sees
+  bind-mounted at ``PROXY_VIEW``).
 - ``publish``: a TCP forwarder from the machine's loopback port ``LAB_PUBLISHED_HTTPS`` to the
   edge's floating address (held by one WAF host at a time), port HTTPS: the only way in for users.
 """
@@ -14,11 +15,13 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from billkit.lab.base import security_mirror
+from billkit.lab.hosts import is_mounted
 from billkit.lab.net import bridges
 from billkit.lab.procs import StepError, cmdline, is_ours, stop_pid
-from billkit.lab.state import LOG_DIR, PROXY_DIR, LabState
+from billkit.lab.state import LOG_DIR, PROXY_DIR, PROXY_VIEW, LabState
 from billkit.system import debian_mirror
 from infra.topology import APT_PROXY, HTTPS, LAB_PUBLISHED_HTTPS, lab_floating_address
 
@@ -26,7 +29,7 @@ PROXY_USER = "apt-cacher-ng"
 
 
 def _marker(name: str) -> str:
-    return {"apt-proxy": str(PROXY_DIR), "publish": "billkit.lab.forward"}[name]
+    return {"apt-proxy": str(PROXY_VIEW), "publish": "billkit.lab.forward"}[name]
 
 
 def _wait_port(host: str, port: int, timeout: float, what: str) -> None:
@@ -44,18 +47,18 @@ def _strip_scheme(url: str) -> str:
     return url.split("://", 1)[-1].rstrip("/")
 
 
-def proxy_config() -> str:
+def proxy_config(binds: list[str] | None = None, port: int = APT_PROXY, view: Path = PROXY_VIEW) -> str:
     """apt-cacher-ng's configuration: it serves the machine's own mirrors and nothing else."""
-    binds = " ".join(addr.split("/")[0] for addr in bridges().values())
+    binds = binds or [addr.split("/")[0] for addr in bridges().values()]
     mirror = debian_mirror()
     lines = [
-        f"CacheDir: {PROXY_DIR / 'cache'}",
-        f"LogDir: {PROXY_DIR / 'log'}",
+        f"CacheDir: {view / 'cache'}",
+        f"LogDir: {view / 'log'}",
         "SupportDir: /usr/lib/apt-cacher-ng",
-        f"Port: {APT_PROXY}",
-        f"BindAddress: {binds}",
-        f"PidFile: {PROXY_DIR / 'pid'}",
-        f"SocketPath: {PROXY_DIR / 'socket'}",
+        f"Port: {port}",
+        f"BindAddress: {' '.join(binds)}",
+        f"PidFile: {view / 'pid'}",
+        f"SocketPath: {view / 'socket'}",
         f"Remap-debrep: {_strip_scheme(mirror)} ; {mirror}/",
         # Requests for any other host are refused: the proxy is not a way out of the lab.
         "ForceManaged: 1",
@@ -77,25 +80,48 @@ def _require_alive(state: LabState, name: str, what: str) -> None:
         )
 
 
-def proxy_command() -> list[str]:
-    return ["apt-cacher-ng", "-c", str(PROXY_DIR / "conf"), "ForeGround=1"]
+def proxy_command(view: Path = PROXY_VIEW) -> list[str]:
+    return ["apt-cacher-ng", "-c", str(view / "conf"), "ForeGround=1"]
+
+
+def mount_proxy_view(store: Path = PROXY_DIR, view: Path = PROXY_VIEW) -> None:
+    """Bind-mount the proxy's folder where its user can reach it (kept after a dead session, like the
+    hosts' disks: mounted once)."""
+    view.mkdir(parents=True, exist_ok=True)
+    view.parent.chmod(0o755)
+    if not is_mounted(view):
+        subprocess.run(["mount", "--bind", str(store), str(view)], check=True, capture_output=True)
+
+
+def unmount_proxy_view(view: Path = PROXY_VIEW) -> None:
+    if is_mounted(view):
+        subprocess.run(["umount", str(view)], check=True, capture_output=True)
+    for path in (view, view.parent):
+        if path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+
+
+def prepare_proxy(config: str, store: Path = PROXY_DIR, view: Path = PROXY_VIEW) -> list[str]:
+    """The proxy's folders, its configuration and the view its user reads them through; returns the
+    prefix that runs the proxy as that user (none when the package's user is missing)."""
+    for sub in ("cache", "log", "conf"):
+        (store / sub).mkdir(parents=True, exist_ok=True)
+    (store / "conf" / "acng.conf").write_text(config)
+    mount_proxy_view(store, view)
+    try:
+        pw = pwd.getpwnam(PROXY_USER)
+    except KeyError:
+        return []
+    for path in (store, store / "cache", store / "log"):
+        os.chown(path, pw.pw_uid, pw.pw_gid)
+    return ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--init-groups"]
 
 
 def ensure_proxy(state: LabState) -> None:
     if is_ours(state.helpers.get("apt-proxy"), _marker("apt-proxy")):
         return
-    for sub in ("cache", "log", "conf"):
-        (PROXY_DIR / sub).mkdir(parents=True, exist_ok=True)
-    (PROXY_DIR / "conf" / "acng.conf").write_text(proxy_config())
+    pre = prepare_proxy(proxy_config())
     LOG_DIR.mkdir(parents=True, exist_ok=True)
-    pre = []
-    try:
-        pw = pwd.getpwnam(PROXY_USER)
-        for path in (PROXY_DIR, PROXY_DIR / "cache", PROXY_DIR / "log"):
-            os.chown(path, pw.pw_uid, pw.pw_gid)
-        pre = ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--init-groups"]
-    except KeyError:
-        pass
     (PROXY_DIR / "pid").unlink(missing_ok=True)
     with open(LOG_DIR / "apt-proxy.log", "ab") as log:
         proc = subprocess.Popen(
@@ -132,3 +158,4 @@ def stop_helpers(state: LabState) -> None:
         stop_pid(pid, _marker(name), timeout=5)
         del state.helpers[name]
         state.save()
+    unmount_proxy_view()

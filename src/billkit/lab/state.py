@@ -26,6 +26,9 @@ SSH_KEY = SSH_DIR / "id_ed25519"
 KNOWN_HOSTS = SSH_DIR / "known_hosts"
 INVENTORY = LAB_DIR / "inventory.yml"
 PROXY_DIR = LAB_DIR / "apt-proxy"
+# The proxy runs as its own user, which cannot reach a checkout under a private directory (root's home is
+# 0700): it sees PROXY_DIR bind-mounted here instead, and its cache stays with the checkout.
+PROXY_VIEW = Path("/run/billkit-lab/apt-proxy")
 LOG_DIR = LAB_DIR / "log"
 EVIDENCE_DIR = LAB_DIR / "evidence"
 
