@@ -23,7 +23,7 @@ def run_lynis() -> dict[str, subprocess.CompletedProcess[str]]:
 
 
 def start_lynis_if_selected(request: pytest.FixtureRequest) -> None:
-    """Start Lynis now when this session also runs its check: the alert drills, which mostly wait on
-    Prometheus for minutes, call this first, and Lynis's CPU minutes fit in their wait."""
+    """Start Lynis now when this session also runs its check: the alert drills, which then wait on
+    Prometheus for minutes, call this once their events are triggered, and Lynis's CPU minutes fit in that wait."""
     if any(item.path.name == "test_lynis.py" for item in request.session.items):
         request.getfixturevalue("lynis_started")
