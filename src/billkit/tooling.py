@@ -55,11 +55,9 @@ def _checks_junit(pytest_args: list[str]) -> list[str]:
     checks-*.xml as the app and cloud layers' evidence (the host layer only from `billkit verify`)."""
     if pytest_args:
         return []
-    from billkit.lab.state import EVIDENCE_DIR
+    from billkit.lab.state import junit_evidence, junit_options
 
-    EVIDENCE_DIR.mkdir(parents=True, exist_ok=True)
-    junit = EVIDENCE_DIR / f"checks-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.xml"
-    return [f"--junitxml={junit}", "-o", "junit_family=xunit2"]
+    return junit_options(junit_evidence("checks"))
 
 
 def _verdict(rc: int, pytest_args: list[str]) -> int:

@@ -136,14 +136,13 @@ def cmd_verify() -> int:
     import subprocess
 
     from billkit.controls import ROOT
-    from billkit.lab.state import EVIDENCE_DIR
+    from billkit.lab.state import EVIDENCE_DIR, junit_evidence, junit_options
 
     # checks read; drills act (`billkit drill`, and the test suite), never here. One JUnit file per run:
     # `billkit report` takes the newest as the host layer's evidence.
-    EVIDENCE_DIR.mkdir(parents=True, exist_ok=True)
-    junit = EVIDENCE_DIR / f"verify-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.xml"
+    junit = junit_evidence("verify")
     args = [sys.executable, "-m", "pytest", "-q", "-m", "lab and not drill", "tests/hosts", "-p", "no:cacheprovider",
-            f"--junitxml={junit}", "-o", "junit_family=xunit2"]  # fmt: skip
+            *junit_options(junit)]  # fmt: skip
     err.print("Read-only checks: nothing on the hosts is stopped or changed; the drills, which disrupt or write, "
               "run with `billkit drill`.")  # fmt: skip
     err.print(f"[bold]==> host checks[/bold] {' '.join(args[3:])} (read only)")
@@ -195,7 +194,7 @@ def cmd_drill(names: list[str], every: bool) -> int:
 
     from billkit.controls import ROOT
     from billkit.lab import drills as dr
-    from billkit.lab.state import EVIDENCE_DIR
+    from billkit.lab.state import junit_evidence
 
     try:
         with err.status("collecting the drills (pytest --collect-only)…"):
@@ -211,8 +210,7 @@ def cmd_drill(names: list[str], every: bool) -> int:
     if problem:
         err.print(f"[red]error:[/red] {problem}", markup=True, highlight=False)
         return 3
-    EVIDENCE_DIR.mkdir(parents=True, exist_ok=True)
-    junit = EVIDENCE_DIR / f"drill-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.xml"
+    junit = junit_evidence("drill")
     args = dr.run_args(selected, junit)
     err.print("[bold]Disrupts the lab:[/bold] " + "; ".join(f"{d.name}: {d.disrupts}" for d in selected),
               highlight=False)  # fmt: skip

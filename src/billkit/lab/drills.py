@@ -19,6 +19,7 @@ import pytest
 
 from billkit.checks import Check, layer_of
 from billkit.controls import ROOT
+from billkit.lab.state import junit_options
 
 MARK = "lab and drill"
 _OPTION = "--billkit-drills-json"
@@ -124,7 +125,7 @@ def select(drills: list[Drill], names: list[str], every: bool) -> list[Drill]:
 def run_args(selected: list[Drill], junit: Path) -> list[str]:
     """pytest's command line for these drills: their modules, drill tests only, JUnit as `billkit verify` writes it."""
     return [sys.executable, "-m", "pytest", "-q", "-m", MARK, *(d.module for d in selected), "-p", "no:cacheprovider",
-            f"--junitxml={junit}", "-o", "junit_family=xunit2"]  # fmt: skip
+            *junit_options(junit)]  # fmt: skip
 
 
 def lab_problem() -> str | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,18 @@ PROXY_DIR = LAB_DIR / "apt-proxy"
 PROXY_VIEW = Path("/run/billkit-lab/apt-proxy")
 LOG_DIR = LAB_DIR / "log"
 EVIDENCE_DIR = LAB_DIR / "evidence"
+
+
+def junit_evidence(kind: str) -> Path:
+    """A new JUnit file for one run: `billkit report` takes the newest of each kind."""
+    EVIDENCE_DIR.mkdir(parents=True, exist_ok=True)
+    return EVIDENCE_DIR / f"{kind}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.xml"
+
+
+def junit_options(junit: Path) -> list[str]:
+    """pytest's options that write ``junit`` in the shape the report reads."""
+    return [f"--junitxml={junit}", "-o", "junit_family=xunit2"]
+
 
 # The lab's account on every host: key-only, in the SSH allowed group, sudo for Ansible.
 ADMIN_USER = "ops"
