@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 REMOTE_DIR = "/var/log/journal/remote"
-VERIFY_KEY = "/etc/billkit/journal/verify.key"
+SENDERS_DIR = "/etc/billkit/journal/senders"  # <host>/machine-id and <host>/verify.key, one receiver per host
 
 # The last MESSAGE= payload in the file is an entry's own data: changing its first byte changes that entry.
 _FLIP = (
@@ -44,7 +44,7 @@ class TamperResult:
         return self.original_rc == 0 and self.tampered_rc != 0
 
 
-def tamper_script(remote_dir: str = REMOTE_DIR, verify_key: str = VERIFY_KEY) -> str:
+def tamper_script(remote_dir: str, verify_key: str) -> str:
     """The shell script the drill runs on the monitoring host (root)."""
     d, k = shlex.quote(remote_dir), shlex.quote(verify_key)
     return f"""set -u
@@ -84,8 +84,13 @@ def parse(stdout: str) -> TamperResult:
     )
 
 
-def tamper_check(
-    on_mon: Callable[..., str], remote_dir: str = REMOTE_DIR, verify_key: str = VERIFY_KEY
-) -> TamperResult:
-    """Copy the newest sealed file, flip one byte of an entry in the copy, verify both; return what each said."""
-    return parse(on_mon("sh", "-c", tamper_script(remote_dir, verify_key)))
+def receiver_paths(on_mon: Callable[..., str], sender: str) -> tuple[str, str]:
+    """The directory of a sending host's sealed files and its verification key's file on the monitoring host."""
+    machine_id = on_mon("cat", f"{SENDERS_DIR}/{sender}/machine-id").strip()
+    return f"{REMOTE_DIR}/{machine_id}", f"{SENDERS_DIR}/{sender}/verify.key"
+
+
+def tamper_check(on_mon: Callable[..., str], sender: str) -> TamperResult:
+    """Copy the sender's newest sealed file, flip one byte of an entry in the copy, verify both; return what each
+    said."""
+    return parse(on_mon("sh", "-c", tamper_script(*receiver_paths(on_mon, sender))))
