@@ -416,3 +416,62 @@ def test_the_kits_vault_configuration_names_credentials_as_the_program_expects(a
     assert configure.USERNAME_TEMPLATE == MIGRATE_TEMPLATE
     assert audit_run.kit_template == MIGRATE_TEMPLATE
     assert audit_run.second_pass == []
+
+
+# --- the role's mtail command line, reading its pipe at the pace of a burst ----------------------------------------
+
+
+def _role_exec_start() -> list[str]:
+    template = ROOT / "playbooks/roles/monitoring/templates/etc/systemd/system/billkit-mtail.service.j2"
+    defaults = yaml.safe_load((ROOT / "playbooks/roles/monitoring/defaults/main.yml").read_text())
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, trim_blocks=True)  # noqa: S701 -- a unit
+    unit = env.from_string(template.read_text()).render(defaults | {"ansible_managed": "managed"})
+    line = next(x for x in unit.replace("\\\n", " ").splitlines() if x.startswith("ExecStart="))
+    return line.removeprefix("ExecStart=").split()
+
+
+def _lines_read(port: int) -> float:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:  # noqa: S310 -- loopback
+            text = r.read().decode()
+    except OSError:
+        return 0
+    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+               if s.name == "mtail_log_lines_total")  # fmt: skip
+
+
+@pytest.mark.control("MON-01")
+def test_the_roles_mtail_keeps_up_with_a_burst_through_its_pipe(mtail: str, tmp_path: Path) -> None:
+    """20,000 journal lines into the pipe, as the data drills' pgaudit burst once sent: the role's command line
+    reads them in seconds (mtail's default poll read about 225 lines a second, an alert minutes late)."""
+    import os
+    import socket
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    fifo = tmp_path / "journal.fifo"
+    os.mkfifo(fifo, 0o600)
+    argv = [a.replace("/run/billkit-mtail/journal.fifo", str(fifo)).replace("/etc/mtail/billkit", str(PROGRAMS))
+            for a in _role_exec_start()]  # fmt: skip
+    argv[argv.index("--port") + 1] = str(port)
+    argv[0] = mtail
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        n = 20_000
+        line = "2026-12-02T04:50:00+0000 db-1 postgres[4242]: AUDIT: SESSION,1,1,READ,SELECT,,,select 1,<not logged>\n"
+        with open(fifo, "w") as f:  # blocks until mtail opens its end, then while the pipe is full
+            start = time.monotonic()
+            f.write(line * n)
+        deadline = start + 30
+        while _lines_read(port) < n and time.monotonic() < deadline:
+            time.sleep(0.2)
+        took = time.monotonic() - start
+        assert _lines_read(port) >= n, f"mtail read {_lines_read(port):.0f} of {n} lines in {took:.0f} s"
+        assert n / took >= 1500, f"{n / took:.0f} lines a second"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
