@@ -3,8 +3,9 @@
 Run as root on a lab that is up: ``.venv/bin/python bench/journal.py [--host db-1] [--entries 34000]``. Writes
 ``--entries`` journal entries on the host as fast as `systemd-cat` takes them (the data drills once sent 34,000
 pgaudit entries from db-1 in a minute), then one marker entry, and times the marker's arrival in that host's
-receiver on mon-1; meanwhile a marker from a quiet host shows whether one host's burst delays another's. Writes
-to the lab's journals only; prints figures and asserts nothing.
+receiver on mon-1, and the time until mtail (which turns the central journal into security counters) has read
+them all; meanwhile a marker from a quiet host shows whether one host's burst delays another's. Writes to the
+lab's journals only; prints figures and asserts nothing.
 """
 
 from __future__ import annotations
@@ -38,6 +39,16 @@ def arrived(host: str, marker: str) -> bool:
     return marker in on(MON, f"journalctl --directory={d} MESSAGE={marker} -o cat --no-pager")
 
 
+MTAIL_LINES = (
+    "python3 -c \"import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:3903/metrics').read().decode())\""
+    " | sed -n 's/^mtail_log_lines_total{[^}]*} //p'"
+)
+
+
+def mtail_lines() -> float:
+    return float(on(MON, MTAIL_LINES).split()[0])
+
+
 def wait_for(hosts: dict[str, str], start: float, limit: float) -> dict[str, float]:
     took: dict[str, float] = {}
     while len(took) < len(hosts) and time.monotonic() - start < limit:
@@ -58,6 +69,7 @@ def main() -> int:
 
     run = uuid.uuid4().hex[:8]
     loud, quiet = f"burst-end-{run}", f"quiet-{run}"
+    before = mtail_lines()
     start = time.monotonic()
     on(args.host, f"seq {args.entries} | sed 's/^/billkit-bench {run} /' | systemd-cat -t billkit-bench && "
                   f"echo {shlex.quote(loud)} | systemd-cat -t billkit-bench")  # fmt: skip
@@ -65,12 +77,19 @@ def main() -> int:
     on(args.quiet_host, f"echo {shlex.quote(quiet)} | systemd-cat -t billkit-bench")
     quiet_start = time.monotonic()
     took = wait_for({args.host: loud, args.quiet_host: quiet}, start, args.limit)
+    while mtail_lines() < before + args.entries and time.monotonic() - start < args.limit:
+        time.sleep(1)
+    read = time.monotonic() - start
     print(f"{args.entries} entries written on {args.host} in {written:.1f} s")
     if args.host in took:
         print(f"  the burst's last entry in {args.host}'s receiver on {MON}: {took[args.host]:.1f} s after the "
               f"burst began ({args.entries / took[args.host]:.0f} entries/s end to end)")  # fmt: skip
     else:
         print(f"  the burst's last entry had not arrived after {args.limit:.0f} s")
+    if mtail_lines() >= before + args.entries:
+        print(f"  read by mtail {read:.1f} s after the burst began ({args.entries / read:.0f} lines/s)")
+    else:
+        print(f"  mtail had read {mtail_lines() - before:.0f} of them after {args.limit:.0f} s")
     if args.quiet_host in took:
         lag = took[args.quiet_host] - (quiet_start - start)
         print(f"  a quiet host's entry ({args.quiet_host}) meanwhile: {lag:.1f} s")
