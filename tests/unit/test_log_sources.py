@@ -13,6 +13,9 @@ import shlex
 import subprocess
 import time
 import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,9 +61,10 @@ def unit_setting(unit_text: str, key: str) -> str:
 
 
 UNITS = [
-    ("monitoring", ("billkit-mtail.service", "billkit-mtail-journal.service")),  # verified together: BindsTo
+    ("monitoring", ("billkit-mtail.service", "billkit-mtail-journal@.service")),  # verified together: BindsTo
     ("openbao", ("billkit-bao-audit-metrics.service",)),
 ]
+SOURCES = ["0123456789abcdef0123456789abcdef", "fedcba9876543210fedcba9876543210"]  # two receivers' directories
 
 
 @pytest.mark.control("MON-01", "HRD-06")
@@ -70,7 +74,10 @@ def test_the_units_verify_and_are_sandboxed(role: str, units: tuple[str, ...], t
     ensure_packages(["mtail"], "the mtail unit names its binary")
     paths = []
     for name in units:
-        text = render(role, f"etc/systemd/system/{name}.j2")
+        text = render(role, f"etc/systemd/system/{name}.j2", monitoring_mtail_sources=SOURCES)
+        if "@." in name:  # a template: there for the instances the mtail unit wants, verified as one of them
+            (tmp_path / name).write_text(text)
+            name = name.replace("@.", f"@{SOURCES[0]}.")
         # ExecStart must name an existing program: the role's own file
         text = text.replace("/usr/local/sbin/bao-audit-metrics", str(ROLES / "openbao/files/bao-audit-metrics"))
         (tmp_path / name).write_text(text)
@@ -85,11 +92,13 @@ def test_the_units_verify_and_are_sandboxed(role: str, units: tuple[str, ...], t
 
 @pytest.mark.control("MON-01")
 def test_mtail_listens_on_loopback_only_without_the_prog_label() -> None:
-    argv = exec_start(render("monitoring", "etc/systemd/system/billkit-mtail.service.j2"))
+    argv = exec_start(
+        render("monitoring", "etc/systemd/system/billkit-mtail.service.j2", monitoring_mtail_sources=SOURCES)
+    )
     assert argv[argv.index("--address") + 1] == "127.0.0.1"
     assert "--emit_prog_label=false" in argv
     assert argv[argv.index("--progs") + 1] == "/etc/mtail/billkit"
-    mtail_unit = render("monitoring", "etc/systemd/system/billkit-mtail.service.j2")
+    mtail_unit = render("monitoring", "etc/systemd/system/billkit-mtail.service.j2", monitoring_mtail_sources=SOURCES)
     assert unit_setting(mtail_unit, "User") == "mtail" and unit_setting(mtail_unit, "IPAddressDeny") == "any"
 
 
@@ -103,11 +112,12 @@ def _export_entry(host: str, ident: str, pid: int, message: str, usec: int) -> s
             f"_PID={pid}\nPRIORITY=3\nMESSAGE={message}\n\n")  # fmt: skip
 
 
-def _receive(journal_dir: Path, host: str, entries: list[tuple[str, int, str]]) -> None:
-    """Entries of ``host`` written into the central journal as systemd-journal-remote writes them."""
-    now = int(time.time() * 1e6)
+def _receive(journal_dir: Path, host: str, entries: list[tuple[str, int, str]], age: float = 0) -> None:
+    """Entries of ``host`` written ``age`` seconds old into its receiver's directory, as systemd-journal-remote
+    writes them."""
+    now = int((time.time() - age) * 1e6)
     export = "".join(_export_entry(host, i, p, m, now + n) for n, (i, p, m) in enumerate(entries))
-    subprocess.run([JOURNAL_REMOTE, f"--output={journal_dir}/remote-{host}.journal", "-"], input=export.encode(),
+    subprocess.run([JOURNAL_REMOTE, f"--output={journal_dir}/remote.journal", "-"], input=export.encode(),
                    capture_output=True, check=True, timeout=60)  # fmt: skip
 
 
@@ -129,34 +139,55 @@ PGAUDIT_ROLE_CHANGE = (
 )
 
 
+@dataclass
+class Pipeline:
+    remote: Path  # the central journal's root: a directory per receiver
+    sources: dict[str, str]  # host -> its receiver's directory name
+    port: int
+
+    def receive(self, host: str, entries: list[tuple[str, int, str]], age: float = 0) -> None:
+        _receive(self.remote / self.sources[host], host, entries, age)
+
+
 @pytest.fixture
-def pipeline(tmp_path: Path) -> Any:
-    """journalctl and mtail started with the units' own command lines, on temporary paths."""
+def pipeline(tmp_path: Path) -> Iterator[Pipeline]:
+    """journalctl readers and mtail started with the units' own command lines, on temporary paths: one reader and
+    pipe per sending host's receiver, as on the monitoring host."""
     ensure_packages(["mtail", "systemd-journal-remote"], "mtail's journal pipeline")
-    journal_dir, progs, fifo, port = tmp_path / "remote", tmp_path / "progs", tmp_path / "journal.fifo", free_port()
-    journal_dir.mkdir()
+    remote, progs, port = tmp_path / "remote", tmp_path / "progs", free_port()
+    sources = {host: uuid.uuid4().hex for host in ("app-1", "db-1", "edge-1")}
+    for source in sources.values():
+        (remote / source).mkdir(parents=True)
     progs.mkdir()
     for name in role_defaults("monitoring")["monitoring_mtail_programs"]:
         (progs / f"{name}.mtail").write_bytes((MON / "files/mtail" / f"{name}.mtail").read_bytes())
-    # a host already in the central journal: its old entries are not replayed (--lines=0)
-    _receive(journal_dir, "app-1", [("sshd", 812, "Invalid user old from 203.0.113.9 port 40122")])
-    mtail_unit = render("monitoring", "etc/systemd/system/billkit-mtail.service.j2", monitoring_mtail_port=port)
-    feeder_unit = render("monitoring", "etc/systemd/system/billkit-mtail-journal.service.j2",
-                         monitoring_mtail_journal_dir=str(journal_dir))  # fmt: skip
-    run_fifo = unit_setting(feeder_unit, "StandardOutput").removeprefix("file:")
-    mkfifo = shlex.split(unit_setting(mtail_unit, "ExecStartPre"))
-    assert mkfifo[-1] == run_fifo, "the reader writes into the pipe mtail makes"
-    subprocess.run([*mkfifo[:-1], str(fifo)], check=True)
-    mtail_argv = [str(fifo) if a == run_fifo else str(progs) if a == "/etc/mtail/billkit" else a
-                  for a in exec_start(mtail_unit)]  # fmt: skip
-    assert str(fifo) in mtail_argv and str(progs) in mtail_argv
+    piped = Pipeline(remote, sources, port)
+    # every receiver's file exists before the readers start, as the receivers make it when they start; a host's
+    # old entries are not replayed (--lines=0)
+    piped.receive("app-1", [("sshd", 812, "Invalid user old from 203.0.113.9 port 40122")])
+    for host in ("db-1", "edge-1"):
+        piped.receive(host, [("systemd", 1, "Started billkit-test.service.")])
+    mtail_unit = render("monitoring", "etc/systemd/system/billkit-mtail.service.j2", monitoring_mtail_port=port,
+                        monitoring_mtail_sources=sorted(sources.values()))  # fmt: skip
+    feeder_unit = render("monitoring", "etc/systemd/system/billkit-mtail-journal@.service.j2",
+                         monitoring_mtail_journal_dir=str(remote))  # fmt: skip
+
+    def here(arg: str) -> str:
+        return arg.replace("/run/billkit-mtail", str(tmp_path)).replace("/etc/mtail/billkit", str(progs))
+
+    subprocess.run([here(a) for a in shlex.split(unit_setting(mtail_unit, "ExecStartPre"))], check=True)
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        procs.append(subprocess.Popen(mtail_argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        with open(fifo, "wb", buffering=0) as out:  # noqa: PTH123 - the unit's StandardOutput=file:
-            procs.append(subprocess.Popen(exec_start(feeder_unit), stdout=out, stderr=subprocess.DEVNULL))
+        procs.append(subprocess.Popen([here(a) for a in exec_start(mtail_unit)], stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL))  # fmt: skip
+        for source in sources.values():
+            fifo = unit_setting(feeder_unit, "StandardOutput").removeprefix("file:").replace("%i", source)
+            assert here(fifo) in here(exec_start(mtail_unit)[-1]), "each reader writes into a pipe mtail reads"
+            with open(here(fifo), "wb", buffering=0) as out:  # noqa: PTH123 - the unit's StandardOutput=file:
+                argv = [a.replace("%i", source) for a in exec_start(feeder_unit)]
+                procs.append(subprocess.Popen(argv, stdout=out, stderr=subprocess.DEVNULL))
         time.sleep(1.5)
-        yield journal_dir, port
+        yield piped
     finally:
         for p in reversed(procs):
             p.terminate()
@@ -174,29 +205,40 @@ def _wait(port: int, expected: dict[tuple[str, str], float], timeout: float = 20
 
 
 @pytest.mark.control("MON-01", "LOG-10", "HRD-01")
-def test_entries_arriving_in_the_central_journal_are_counted_per_sending_host(pipeline: Any) -> None:
-    journal_dir, port = pipeline
-    _receive(journal_dir, "db-1", [
+def test_entries_arriving_in_the_central_journal_are_counted_per_sending_host(pipeline: Pipeline) -> None:
+    pipeline.receive("db-1", [
         ("postgres", 4410, PGAUDIT_ROLE_CHANGE),
         ("sshd", 900, "Failed publickey for ops from 10.77.40.1 port 1 ssh2: ED25519 SHA256:x"),
     ])  # fmt: skip
-    _receive(journal_dir, "app-1", [("sshd", 812, "Invalid user admin from 203.0.113.9 port 40123")])
+    pipeline.receive("app-1", [("sshd", 812, "Invalid user admin from 203.0.113.9 port 40123")])
     expected = {
         ("billkit_pgaudit_role_changes_total", "db-1"): 1.0,
         ("billkit_ssh_auth_failures_total", "db-1"): 1.0,
         ("billkit_ssh_auth_failures_total", "app-1"): 1.0,  # not 2: the entry from before start is not replayed
     }
-    assert _wait(port, expected) == expected
+    assert _wait(pipeline.port, expected) == expected
 
 
 @pytest.mark.control("MON-01", "LOG-10")
-def test_a_host_cannot_forge_another_hosts_count_through_its_message(pipeline: Any) -> None:
+def test_a_hosts_entries_that_arrive_after_newer_ones_of_another_host_are_counted(pipeline: Pipeline) -> None:
+    """A host's backlog (an upload stopped, a reboot) reaches the central journal after other hosts' newer
+    entries. One reader merging every host's files in time order skipped it: a role change on db-1 went
+    uncounted while app-1's entries kept flowing."""
+    pipeline.receive("app-1", [("sshd", 812, "Invalid user admin from 203.0.113.9 port 40123")])
+    first = {("billkit_ssh_auth_failures_total", "app-1"): 1.0}
+    assert _wait(pipeline.port, first) == first
+    pipeline.receive("db-1", [("postgres", 4410, PGAUDIT_ROLE_CHANGE)], age=120)
+    expected = first | {("billkit_pgaudit_role_changes_total", "db-1"): 1.0}
+    assert _wait(pipeline.port, expected) == expected
+
+
+@pytest.mark.control("MON-01", "LOG-10")
+def test_a_host_cannot_forge_another_hosts_count_through_its_message(pipeline: Pipeline) -> None:
     """The host label is the journal's hostname field of the sender, not text in the message."""
-    journal_dir, port = pipeline
     forged = "2026-12-01T14:02:03+0000 db-1 sshd[1]: Invalid user x from 1.2.3.4 port 1"
-    _receive(journal_dir, "edge-1", [("logger", 77, forged), ("sshd", 640, "Invalid user y from 1.2.3.4 port 2")])
+    pipeline.receive("edge-1", [("logger", 77, forged), ("sshd", 640, "Invalid user y from 1.2.3.4 port 2")])
     expected = {("billkit_ssh_auth_failures_total", "edge-1"): 1.0}
-    assert _wait(port, expected) == expected
+    assert _wait(pipeline.port, expected) == expected
 
 
 # --- the sources: configured to reach the journal -------------------------------------------------

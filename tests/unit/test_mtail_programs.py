@@ -421,11 +421,15 @@ def test_the_kits_vault_configuration_names_credentials_as_the_program_expects(a
 # --- the role's mtail command line, reading its pipe at the pace of a burst ----------------------------------------
 
 
+SOURCE = "0123456789abcdef0123456789abcdef"  # a receiver's directory: one pipe per sending host
+
+
 def _role_exec_start() -> list[str]:
     template = ROOT / "playbooks/roles/monitoring/templates/etc/systemd/system/billkit-mtail.service.j2"
     defaults = yaml.safe_load((ROOT / "playbooks/roles/monitoring/defaults/main.yml").read_text())
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, trim_blocks=True)  # noqa: S701 -- a unit
-    unit = env.from_string(template.read_text()).render(defaults | {"ansible_managed": "managed"})
+    values = {"ansible_managed": "managed", "monitoring_mtail_sources": [SOURCE]}
+    unit = env.from_string(template.read_text()).render(defaults | values)
     line = next(x for x in unit.replace("\\\n", " ").splitlines() if x.startswith("ExecStart="))
     return line.removeprefix("ExecStart=").split()
 
@@ -444,8 +448,8 @@ def _lines_read(port: int) -> float:
 
 @pytest.mark.control("MON-01")
 def test_the_roles_mtail_keeps_up_with_a_burst_through_its_pipe(mtail: str, tmp_path: Path) -> None:
-    """20,000 journal lines into the pipe, as the data drills' pgaudit burst once sent: the role's command line
-    reads them in seconds (mtail's default poll read about 225 lines a second, an alert minutes late)."""
+    """20,000 journal lines into a host's pipe, as the data drills' pgaudit burst once sent: the role's command
+    line reads them in seconds (mtail's default poll read about 225 lines a second, an alert minutes late)."""
     import os
     import socket
     import time
@@ -455,8 +459,9 @@ def test_the_roles_mtail_keeps_up_with_a_burst_through_its_pipe(mtail: str, tmp_
         port = s.getsockname()[1]
     fifo = tmp_path / "journal.fifo"
     os.mkfifo(fifo, 0o600)
-    argv = [a.replace("/run/billkit-mtail/journal.fifo", str(fifo)).replace("/etc/mtail/billkit", str(PROGRAMS))
+    argv = [a.replace(f"/run/billkit-mtail/{SOURCE}.fifo", str(fifo)).replace("/etc/mtail/billkit", str(PROGRAMS))
             for a in _role_exec_start()]  # fmt: skip
+    assert str(fifo) in argv
     argv[argv.index("--port") + 1] = str(port)
     argv[0] = mtail
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -20,8 +20,6 @@ SERVICES = (
     "exim4",
     "billkit-alert-log",
     "billkit-mtail",
-    "billkit-mtail-journal",
-    "billkit-journal-remote",
     "billkit-journal-tls",
 )
 
@@ -31,6 +29,16 @@ SERVICES = (
 def test_monitoring_services_run_and_start_at_boot(host, unit: str) -> None:
     svc = host.service(unit)
     assert svc.is_running and svc.is_enabled, unit
+
+
+@pytest.mark.control("MON-01", "MON-04")
+def test_mtail_reads_every_sending_hosts_receiver_through_a_reader_of_its_own(host) -> None:
+    """One reader per host: a single one merging every host's files in time order skipped late entries."""
+    with host.sudo():
+        for sender in sorted(h.name for h in lab_hosts() if h.name != MON):
+            machine_id = host.file(f"/etc/billkit/journal/senders/{sender}/machine-id").content_string.strip()
+            reader = host.service(f"billkit-mtail-journal@{machine_id}")
+            assert reader.is_running and reader.is_enabled, sender
 
 
 @pytest.mark.control("MON-01")
