@@ -77,10 +77,17 @@ def create_app(settings: Settings | None = None, gateway: PaymentGateway | None 
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         recovery.start()  # finishes what a crash left pending, then on a timer (APP-03)
         stop_metrics = (
-            metrics.serve(s.metrics_port, s.metrics_address, s.metrics_cert_file, s.metrics_key_file, s.metrics_ca_file)
+            metrics.serve(
+                s.metrics_port,
+                s.metrics_address,
+                s.metrics_cert_file,
+                s.metrics_key_file,
+                s.metrics_ca_file,
+                s.metrics_tls_ciphers,
+            )
             if s.metrics_port
             else None
-        )  # MON-03
+        )  # MON-03, ENC-07
         yield
         if stop_metrics:
             stop_metrics()

@@ -68,8 +68,9 @@ def observe(records: Iterable[dict[str, Any]]) -> None:
             PAYMENTS.labels(action.removeprefix("payment.") if outcome == "ok" else outcome).inc()
 
 
-def serve(port: int, address: str, certfile: str, keyfile: str, cafile: str) -> Callable[[], None]:
-    """Serve the counters over TLS 1.2+ to clients holding a certificate of ``cafile`` only; return the stop.
+def serve(port: int, address: str, certfile: str, keyfile: str, cafile: str, ciphers: str) -> Callable[[], None]:
+    """Serve the counters over TLS 1.2+ with ``ciphers`` (OpenSSL notation) to clients holding a certificate of
+    ``cafile`` only; return the stop.
 
     One server per process: the counters live in the process that counts them, so the app runs one
     worker per host (the billing_app role refuses more while the port is set).
@@ -78,4 +79,9 @@ def serve(port: int, address: str, certfile: str, keyfile: str, cafile: str) -> 
         port, address, REGISTRY, certfile=certfile, keyfile=keyfile, client_cafile=cafile,
         client_auth_required=True, tls_min_version=ssl.TLSVersion.TLSv1_2,
     )  # fmt: skip
+    # The client library takes no cipher list: its listening socket's context sets every later handshake's.
+    listener = httpd.socket
+    if not isinstance(listener, ssl.SSLSocket):
+        raise TypeError("the metrics listener is not TLS")
+    listener.context.set_ciphers(ciphers)
     return httpd.shutdown

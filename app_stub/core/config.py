@@ -85,6 +85,8 @@ class Settings:
     metrics_cert_file: str = ""
     metrics_key_file: str = ""
     metrics_ca_file: str = ""
+    # ENC-07: the kit's one TLS policy (billkit.tls_policy): in TLS 1.2, forward-secret AEAD suites only.
+    metrics_tls_ciphers: str = "ECDHE+AESGCM:ECDHE+CHACHA20"
     clock: Callable[[], dt.datetime] = field(default=utcnow, repr=False)
 
     @classmethod
