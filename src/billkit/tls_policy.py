@@ -1,6 +1,6 @@
 """The kit's one TLS policy (ENC-07): TLS 1.2 or newer, and in TLS 1.2 forward-secret AEAD suites only (ECDHE with
 AES-GCM or ChaCha20-Poly1305; TLS 1.3 has no others). Every TLS listener's role sets it in its server's own
-notation, from a variable whose default is this policy; tests/unit/test_tls_policy.py holds each default to it
+notation, from a variable whose default is this policy; tests/unit/test_tls_policy_roles.py holds each default to it
 and the lab check tests/hosts/test_tls_policy.py probes every listener the topology opens.
 """
 
