@@ -13,16 +13,29 @@ import pytest
 
 from billkit.lab.testing import host_urls
 from billkit.tls_policy import CBC_ONLY_OPENSSL, OPENSSL_CIPHERS
-from infra.topology import APT_PROXY, HTTP, POSTGRES, PSEUDO_ENDPOINTS, SSH, VRRP_NO_PORT, flows_into, lab_host
+from infra.topology import (
+    APT_PROXY,
+    HTTP,
+    POSTGRES,
+    PSEUDO_ENDPOINTS,
+    SSH,
+    VAULT_CLUSTER,
+    VRRP_NO_PORT,
+    flows_into,
+    lab_host,
+)
 
 pytestmark = [pytest.mark.lab, pytest.mark.control("ENC-07")]
 testinfra_hosts = host_urls()
 
 NOT_TLS = {SSH, HTTP, APT_PROXY, VRRP_NO_PORT}  # SSH has its own policy (ENC-06); port 80 only redirects
+# OpenBao's cluster port answers its peers only: a hello without its cluster's ALPN and SNI names is refused before
+# any suite is chosen (probed: "internal error", then "unrecognized name"), and OpenBao sets its suites itself.
+NOT_PROBED = {VAULT_CLUSTER}
 
 
 def tls_ports(role: str) -> list[int]:
-    return sorted({f.port for f in flows_into(role, "lab") if f.protocol == "tcp" and f.port not in NOT_TLS
+    return sorted({f.port for f in flows_into(role, "lab") if f.protocol == "tcp" and f.port not in NOT_TLS | NOT_PROBED
                    and f.dst not in PSEUDO_ENDPOINTS})  # fmt: skip
 
 
