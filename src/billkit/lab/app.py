@@ -383,7 +383,8 @@ def _deliveries() -> dict[str, float]:
 
 def needs_delivery(h: LabHost) -> str:
     """Why this app host needs a new wrapped secret ID and a restart ('' when it does not)."""
-    proc = _ssh(h, f"systemctl is-active {SERVICE}; test -e {CONFIG_DIR}/restart-needed && echo restart-needed")
+    # sudo: the marker lies in the app's configuration folder, which the admin account cannot enter
+    proc = _ssh(h, f"systemctl is-active {SERVICE}; sudo test -e {CONFIG_DIR}/restart-needed && echo restart-needed")
     out = proc.stdout.split()
     if not out or out[0] != "active":
         return "service not running"

@@ -25,6 +25,20 @@ def test_app_host_keeps_role_id_only_and_no_secret_id_on_disk(host):
     assert "sslmode=verify-full" in env and "BILLKIT_APP_VAULT_URL=https://" in env
 
 
+@pytest.mark.control("HRD-08", "PAT-06")
+def test_the_running_app_is_the_deployed_release_and_configuration(host):
+    """A changed release or configuration leaves a restart marker that `up` acts on (a new wrapped secret ID, a
+    restart). None may stay pending and the service must have started after its configuration was written: `up`
+    once could not read the marker, and a new release sat installed while the old one ran."""
+    with host.sudo():
+        assert not host.file("/etc/billing-app/restart-needed").exists, "a restart is pending"
+        started = int(host.check_output(
+            "date -d \"$(systemctl show -p ActiveEnterTimestamp --value billing-app)\" +%s"
+        ))  # fmt: skip
+        written = int(host.check_output("stat -c %Y /etc/billing-app/app.env"))
+    assert started >= written, f"billing-app started {written - started} s before its configuration was written"
+
+
 @pytest.mark.control("NET-06")
 def test_app_believes_forwarded_client_addresses_from_the_edge_only(host):
     """Audit records name the client the WAF saw (LOG-07, proven in tests/app), and no one else may say so."""
