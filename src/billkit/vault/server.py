@@ -13,6 +13,7 @@ import hvac
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from billkit.controls import ROOT
+from billkit.tls_policy import IANA_CIPHER_SUITES
 from infra.topology import VAULT_API, VAULT_CLUSTER, hosts_of
 
 TEMPLATE_DIR = ROOT / "playbooks" / "roles" / "openbao" / "templates" / "etc" / "openbao"
@@ -74,7 +75,7 @@ class Node:
     def bind(self) -> str:
         return self.listen or self.host
 
-    def template_vars(self, cluster_name: str = "billkit", log_level: str = "info") -> dict[str, str | int]:
+    def template_vars(self, cluster_name: str = "billkit", log_level: str = "info") -> dict[str, str | int | list[str]]:
         """The openbao role's variables for this node (the role's defaults derive the same from inventory)."""
         return {
             "openbao_node_name": self.name, "openbao_api_addr": self.api_addr,
@@ -84,6 +85,7 @@ class Node:
             "openbao_tls_key": str(self.paths.tls_key), "openbao_audit_log": str(self.paths.audit_log),
             "openbao_cluster_name": cluster_name, "openbao_log_level": log_level,
             "openbao_default_lease_ttl": "1h", "openbao_max_lease_ttl": "768h", "openbao_telemetry_retention": "60s",
+            "openbao_tls_cipher_suites": list(IANA_CIPHER_SUITES),
         }  # fmt: skip
 
     def render_config(self, cluster_name: str = "billkit", log_level: str = "info") -> str:
