@@ -1,6 +1,6 @@
-"""The central journal's tamper drill (MON-04): a copy of the newest sealed file on the monitoring host with one
-byte of an entry changed must fail verification while the original passes. A drill: it writes a temporary copy
-on the host (removed afterwards) and never touches the received files.
+"""The central journal's tamper drill (MON-04): of a snapshot of a host's newest sealed file on the monitoring host,
+the untouched copy must pass verification and a copy with one byte of an entry changed must fail. A drill: it
+writes temporary copies on the host (removed afterwards) and never touches the received files.
 
 `on_mon(*command) -> stdout` runs a command as root on the monitoring host and raises on a non-zero exit
 (tests/hosts/monitoring/support.py's on_mon); the script always exits 0 and reports each exit status itself.
@@ -16,12 +16,13 @@ from dataclasses import dataclass
 REMOTE_DIR = "/var/log/journal/remote"
 SENDERS_DIR = "/etc/billkit/journal/senders"  # <host>/machine-id and <host>/verify.key, one receiver per host
 
-# The last MESSAGE= payload in the file is an entry's own data: changing its first byte changes that entry.
+# The first MESSAGE= payload is an entry's own data, well inside the part the header covers: the last one may
+# belong to an object the receiver wrote into the copy before linking it, which verification does not read.
 _FLIP = (
     "import sys\n"
     "p = sys.argv[1]\n"
     "b = bytearray(open(p, 'rb').read())\n"
-    "i = b.rfind(b'MESSAGE=')\n"
+    "i = b.find(b'MESSAGE=')\n"
     "assert i >= 0, 'no uncompressed MESSAGE field in ' + p\n"
     "i += len('MESSAGE=')\n"
     "b[i] ^= 0x20\n"
@@ -53,13 +54,17 @@ trap 'rm -rf "$tmp"' EXIT
 key=$(cat {k})
 f=$(ls -t {d}/*.journal | head -n 1)
 echo "file=$f"
-cp "$f" "$tmp/tampered.journal"
-echo "offset=$(python3 -c {shlex.quote(_FLIP)} "$tmp/tampered.journal")"
 verify() {{ journalctl --verify --verify-key="$key" --file="$1" 2>&1; }}
-# the receiver may be appending to the original: a torn tail clears on a second read, a changed byte does not
-out=$(verify "$f"); rc=$?
-if [ $rc -ne 0 ]; then sleep 5; out=$(verify "$f"); rc=$?; fi
+# a snapshot of the file the receiver is appending to: one taken mid-append can fail, so take another (up to five)
+for attempt in 1 2 3 4 5; do
+  cp "$f" "$tmp/original.journal"
+  out=$(verify "$tmp/original.journal"); rc=$?
+  [ $rc -eq 0 ] && break
+  sleep 2
+done
 echo "original_rc=$rc"; echo "$out" | sed 's/^/original| /'
+cp "$tmp/original.journal" "$tmp/tampered.journal"
+echo "offset=$(python3 -c {shlex.quote(_FLIP)} "$tmp/tampered.journal")"
 out=$(verify "$tmp/tampered.journal"); rc=$?
 echo "tampered_rc=$rc"; echo "$out" | sed 's/^/tampered| /'
 """
