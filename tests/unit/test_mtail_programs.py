@@ -451,12 +451,11 @@ def test_the_roles_mtail_keeps_up_with_a_burst_through_its_pipe(mtail: str, tmp_
     """20,000 journal lines into a host's pipe, as the data drills' pgaudit burst once sent: the role's command
     line reads them in seconds (mtail's default poll read about 225 lines a second, an alert minutes late)."""
     import os
-    import socket
     import time
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    from billkit.localsvc import free_port
+
+    port = free_port()
     fifo = tmp_path / "journal.fifo"
     os.mkfifo(fifo, 0o600)
     argv = [a.replace(f"/run/billkit-mtail/{SOURCE}.fifo", str(fifo)).replace("/etc/mtail/billkit", str(PROGRAMS))
