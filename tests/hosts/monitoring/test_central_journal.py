@@ -68,13 +68,6 @@ def test_mon_keeps_one_sealed_receiver_per_host_each_holding_that_hosts_entries_
         assert sorted(keys) == SENDERS
 
 
-# Open defect: the receiver seals by its own clock in 15-minute epochs, and an entry that left its host before an
-# epoch began but arrived after (an upload lagging across the boundary: a backlog, a restart) makes even the
-# untouched file fail ('Older entry after newer tag'). One receiver per host removed the other hosts' interleaving,
-# not this. The drill reports that case as the known defect and asserts everything else.
-OLDER_ENTRY = "Older entry after newer tag"
-
-
 @pytest.mark.drill("central-journal", disrupts="writes a tampered copy of each host's newest sealed file on mon-1")
 @pytest.mark.control("MON-04")
 def test_a_flipped_byte_in_a_copy_of_each_hosts_newest_file_fails_verification(host: Any) -> None:
@@ -85,13 +78,7 @@ def test_a_flipped_byte_in_a_copy_of_each_hosts_newest_file_fails_verification(h
         with host.sudo():
             return host.check_output(shlex.join(command))
 
-    known: list[str] = []
     for sender in SENDERS:
         result = tamper_check(on_mon, sender)
-        if result.original_rc != 0 and OLDER_ENTRY in result.original_output:
-            known.append(sender)
-            continue
         assert result.original_rc == 0, f"{sender}'s untouched file fails: {result.original_output[-1500:]}"
         assert result.tampered_rc != 0, f"{sender}: a flipped byte at {result.offset} went unnoticed"
-    if known:
-        pytest.xfail(f"open defect, an upload lagging across a seal epoch: {OLDER_ENTRY!r} in {known}")
