@@ -33,11 +33,11 @@ def receivers(tmp_path: Path) -> Iterator[Receivers]:
         yield running
 
 
-def export(marker: str, boot: str, stamps: list[int], extra: bytes = b"") -> bytes:
+def export(marker: str, boot: str, stamps: list[int], extra: bytes = b"", monotonic: int | None = None) -> bytes:
     """Entries as a host's journal holds them: its boot, monotonic and wall-clock time (µs), MESSAGE=marker-i."""
     return b"".join(
-        f"__REALTIME_TIMESTAMP={t}\n__MONOTONIC_TIMESTAMP={1000 + i}\n_BOOT_ID={boot}\n_HOSTNAME={SENDER}\n"
-        f"SYSLOG_IDENTIFIER=billkit-test\nMESSAGE={marker}-{i}\n".encode() + extra + b"\n"
+        f"__REALTIME_TIMESTAMP={t}\n__MONOTONIC_TIMESTAMP={monotonic or 1000 + i}\n_BOOT_ID={boot}\n"
+        f"_HOSTNAME={SENDER}\nSYSLOG_IDENTIFIER=billkit-test\nMESSAGE={marker}-{i}\n".encode() + extra + b"\n"
         for i, t in enumerate(stamps)
     )  # fmt: skip
 
@@ -91,6 +91,20 @@ def test_an_upload_sent_again_across_seal_epochs_is_stored_once_and_the_file_sti
     wait_for(lambda: len(held(receivers, marker)) == 10, "the copies, past the router")
     failed = verify(receivers)
     assert failed.returncode != 0 and OLDER_ENTRY in failed.stdout + failed.stderr, failed.stdout + failed.stderr
+
+
+@pytest.mark.control("MON-04", "LOG-04")
+def test_entries_of_one_instant_all_pass(receivers: Receivers, tmp_path: Path) -> None:
+    """journald stamps the lines it reads from a stream at once alike (time, boot, monotonic): none of them is a
+    copy, and none breaks the seal, in one upload or the next."""
+    marker, boot = f"instant-{uuid.uuid4().hex}", uuid.uuid4().hex
+    now = time.time_ns() // 1000
+    upload(receivers, tmp_path, export(marker, boot, [now] * 5, monotonic=77))
+    wait_for(lambda: len(held(receivers, marker)) == 5, "the first five")
+    upload(receivers, tmp_path, export(f"{marker}-next", boot, [now] * 3, monotonic=77))
+    wait_for(lambda: len(held(receivers, marker)) == 8, "the next three of the same instant")
+    ok = verify(receivers)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
 
 
 @pytest.mark.control("MON-04", "LOG-04")
