@@ -108,6 +108,23 @@ def test_entries_of_one_instant_all_pass(receivers: Receivers, tmp_path: Path) -
 
 
 @pytest.mark.control("MON-04", "LOG-04")
+def test_an_entry_whose_monotonic_clock_went_back_within_its_boot_is_dropped(
+    receivers: Receivers, tmp_path: Path
+) -> None:
+    """Newer by the wall clock, older by the monotonic clock of the same boot: `journalctl --verify` fails such a file
+    ('Entry timestamp out of synchronization', seen on a lab receiver's file before the router read uploads)."""
+    marker, boot = f"monotonic-{uuid.uuid4().hex}", uuid.uuid4().hex
+    now = time.time_ns() // 1000
+    body = export(marker, boot, [now, now + 10, now + 20])
+    body = body.replace(b"__MONOTONIC_TIMESTAMP=1001\n", b"__MONOTONIC_TIMESTAMP=5\n")
+    upload(receivers, tmp_path, body)
+    wait_for(lambda: f"{marker}-2" in held(receivers, marker), "the last entry")
+    assert held(receivers, marker) == [f"{marker}-0", f"{marker}-2"]
+    ok = verify(receivers)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+
+
+@pytest.mark.control("MON-04", "LOG-04")
 def test_a_backlog_older_than_the_sealing_key_stays_on_its_host(receivers: Receivers, tmp_path: Path) -> None:
     """A host's first upload starts at its journal's head, long before its receiver existed: those entries stay in
     the host's own journal; the newer ones arrive, and the file verifies."""
