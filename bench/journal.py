@@ -46,7 +46,8 @@ MTAIL_LINES = (
 
 
 def mtail_lines() -> float:
-    return float(on(MON, MTAIL_LINES).split()[0])
+    """Lines mtail has read from every host's receiver (one reader per host)."""
+    return sum(float(v) for v in on(MON, MTAIL_LINES).split())
 
 
 def wait_for(hosts: dict[str, str], start: float, limit: float) -> dict[str, float]:

@@ -1,9 +1,10 @@
 """The log-derived metrics as the roles deploy them, without a lab (MON-01, LOG-10).
 
-mon-1's mtail is fed by `journalctl --directory=<the central journal> --merge --follow --lines=0 -o short-iso`
-through a named pipe: here the real journalctl, systemd-journal-remote (which writes the central journal's
-files) and mtail run with the command lines of the rendered units. The units verify and are sandboxed; the
-roles' variables are documented and asserted; the sources are configured to reach the journal.
+mon-1's mtail is fed by one reader per receiver (billkit-journal-follow: `journalctl --follow -o short-iso` on its
+active file, across rotations) through a named pipe each: here the real journalctl, systemd-journal-remote (which
+writes the central journal's files) and mtail run with the command lines of the rendered units. The units verify
+and are sandboxed; the roles' variables are documented and asserted; the sources are configured to reach the
+journal.
 """
 
 from __future__ import annotations
@@ -80,6 +81,7 @@ def test_the_units_verify_and_are_sandboxed(role: str, units: tuple[str, ...], t
             name = name.replace("@.", f"@{SOURCES[0]}.")
         # ExecStart must name an existing program: the role's own file
         text = text.replace("/usr/local/sbin/bao-audit-metrics", str(ROLES / "openbao/files/bao-audit-metrics"))
+        text = text.replace("/usr/local/sbin/billkit-journal-follow", str(MON / "files/billkit-journal-follow"))
         (tmp_path / name).write_text(text)
         paths.append(str(tmp_path / name))
     verify = subprocess.run([analyze, "verify", *paths], capture_output=True, text=True, cwd=tmp_path)
@@ -184,7 +186,9 @@ def pipeline(tmp_path: Path) -> Iterator[Pipeline]:
             fifo = unit_setting(feeder_unit, "StandardOutput").removeprefix("file:").replace("%i", source)
             assert here(fifo) in here(exec_start(mtail_unit)[-1]), "each reader writes into a pipe mtail reads"
             with open(here(fifo), "wb", buffering=0) as out:  # noqa: PTH123 - the unit's StandardOutput=file:
-                argv = [a.replace("%i", source) for a in exec_start(feeder_unit)]
+                follow = str(MON / "files/billkit-journal-follow")
+                argv = [a.replace("%i", source).replace("/usr/local/sbin/billkit-journal-follow", follow)
+                        for a in exec_start(feeder_unit)]  # fmt: skip
                 procs.append(subprocess.Popen(argv, stdout=out, stderr=subprocess.DEVNULL))
         time.sleep(1.5)
         yield piped
@@ -230,6 +234,20 @@ def test_a_hosts_entries_that_arrive_after_newer_ones_of_another_host_are_counte
     pipeline.receive("db-1", [("postgres", 4410, PGAUDIT_ROLE_CHANGE)], age=120)
     expected = first | {("billkit_pgaudit_role_changes_total", "db-1"): 1.0}
     assert _wait(pipeline.port, expected) == expected
+
+
+@pytest.mark.control("MON-01", "LOG-10")
+def test_a_hosts_entries_are_counted_after_its_receiver_rotates_its_file(pipeline: Pipeline) -> None:
+    """The receiver moves its full file aside (remote@....journal, as journal-remote archives it) and starts a new
+    remote.journal, twice in quick succession too. `journalctl --follow` stays on the file it opened, and on the
+    lab's hosts (no inotify) the directory reader once kept reading a rotated file: the host went uncounted."""
+    receiver = pipeline.remote / pipeline.sources["app-1"]
+    for n, quick in enumerate((False, True, False), start=1):
+        (receiver / "remote.journal").rename(receiver / f"remote@rotated-{n}.journal")
+        pipeline.receive("app-1", [("sshd", 900 + n, f"Invalid user r{n} from 203.0.113.9 port {41000 + n}")])
+        expected = {("billkit_ssh_auth_failures_total", "app-1"): float(n)}
+        if not quick:
+            assert _wait(pipeline.port, expected) == expected
 
 
 @pytest.mark.control("MON-01", "LOG-10")
