@@ -115,15 +115,19 @@ def _tail(log: Path) -> str:
         return "(no log)"
 
 
-def _stop(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
-    """Stop one process we started, by its PID."""
+def stop_process(
+    proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 20.0, *, group: bool = False
+) -> None:
+    """Stop one process we started, by its PID (or, with ``group``, the process group it leads: what it forked
+    too); SIGKILL after ``timeout`` seconds."""
     if proc.poll() is not None:
         return
-    os.kill(proc.pid, sig)
+    kill = os.killpg if group else os.kill
+    kill(proc.pid, sig)
     try:
         proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.kill(proc.pid, signal.SIGKILL)
+        kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
 
 
@@ -274,7 +278,7 @@ def postgres(
             _wait_ready(server, proc, log)
             yield server
         finally:
-            _stop(proc, signal.SIGINT)  # fast shutdown
+            stop_process(proc, signal.SIGINT)  # fast shutdown
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -392,6 +396,6 @@ log_level     = "warn"
                 time.sleep(0.1)
             yield BaoServer(url, token, unseal_key, cert, proc.pid, root / "audit.log")
         finally:
-            _stop(proc)
+            stop_process(proc)
     finally:
         shutil.rmtree(root, ignore_errors=True)

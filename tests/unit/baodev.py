@@ -11,7 +11,6 @@ import contextlib
 import os
 import re
 import secrets
-import signal
 import socket
 import subprocess
 import time
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import hvac
 
-from billkit.localsvc import LOOPBACK, bao_binary
+from billkit.localsvc import LOOPBACK, bao_binary, stop_process
 
 
 @dataclass(frozen=True)
@@ -90,10 +89,4 @@ def bao_dev(root: Path, timeout: float = 15.0) -> Iterator[BaoDev]:
             time.sleep(0.05)
         yield BaoDev(url, token, key, audit_log, proc.pid)
     finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+        stop_process(proc, timeout=10)

@@ -13,9 +13,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import json
-import os
 import shlex
-import signal
 import socket
 import subprocess
 import time
@@ -32,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from prometheus_client.parser import text_string_to_metric_families
 
-from billkit.localsvc import free_port
+from billkit.localsvc import free_port, stop_process
 from billkit.system import ensure_packages, require_command
 from tests.unit.journal_units import MONITORING, exec_start, render
 
@@ -249,13 +247,7 @@ def running_receivers(root: Path, senders: tuple[str, ...], interval: str = "15m
         yield Receivers(root, port, kit_ca[2], varlog, config, machine_ids, run_dir, kit_ca)
     finally:
         for p in procs:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGTERM)
-                try:
-                    p.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    os.killpg(p.pid, signal.SIGKILL)
-                    p.wait()
+            stop_process(p, timeout=10, group=True)  # stunnel's connection routers are its children
 
 
 def run_verify(args: list[str], textfile_dir: Path) -> tuple[subprocess.CompletedProcess[str], dict[str, float]]:

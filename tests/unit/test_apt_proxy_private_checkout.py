@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from billkit.lab import helpers
+from billkit.localsvc import stop_process
 from billkit.system import ensure_packages
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounts and runs the proxy as its own user: root only")
@@ -64,15 +65,6 @@ def _start(pre: list[str], conf_dir: Path, port: int, log: Path) -> subprocess.P
                                 stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 def test_the_proxy_serves_from_a_checkout_under_a_private_directory(private_checkout, tmp_path: Path) -> None:
     store, view = private_checkout
     port = _free_port()
@@ -86,7 +78,7 @@ def test_the_proxy_serves_from_a_checkout_under_a_private_directory(private_chec
         assert answer and answer.startswith(b"HTTP/1.") and b" 403 " in answer.split(b"\r\n")[0], answer
         assert (store / "log").is_dir() and any((store / "log").iterdir()), "its log should land in the checkout"
     finally:
-        _stop(proc)
+        stop_process(proc, timeout=10)
     helpers.unmount_proxy_view(view)
     assert not view.exists() and not view.parent.exists(), "the view should be gone with the lab"
 
@@ -100,5 +92,5 @@ def test_without_the_view_the_proxy_cannot_read_its_configuration(private_checko
     try:
         assert _answers(port, timeout=5) is None
     finally:
-        _stop(proc)
+        stop_process(proc, timeout=10)
     assert "Failed to open config directory" in (tmp_path / "proxy.log").read_text()
